@@ -1,0 +1,156 @@
+"""`backward()` and `autograd.grad()`: derive the gradient graph, hand back lazy gradients.
+
+The forward lazy graph is gathered into a `Graph` (values that need no gradient become
+placeholders), the autodiff pass adds the backward nodes, and those nodes are turned back into
+lazy nodes: gradients stay lazy until used, like every other value.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphc import dtypes
+from graphc.autograd.grad_mode import no_grad
+from graphc.errors import GraphcError
+from graphc.lazy import LazyNode, build_graph, graph_to_lazy, make_node, python_scalar_node
+from graphc.passes.autodiff import autodiff
+
+
+def _as_list(value):
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _seeds(outputs, grad_outputs):
+    from graphc.tensor import Tensor
+    grad_outputs = _as_list(grad_outputs) or [None] * len(outputs)
+    if len(grad_outputs) != len(outputs):
+        raise RuntimeError(f"got {len(grad_outputs)} gradients for {len(outputs)} outputs")
+    seeds = []
+    for number, (output, grad) in enumerate(zip(outputs, grad_outputs)):
+        if not output.requires_grad:
+            raise RuntimeError(f"element {number} of tensors does not require grad and does not have "
+                               f"a grad_fn")
+        if grad is None:
+            if output.numel() != 1:
+                raise RuntimeError(
+                    f"grad can be implicitly created only for scalar outputs (the output has shape "
+                    f"{list(output.shape)}, made at {output._node.where}).\nHINT: pass gradient=, "
+                    f"e.g. y.backward(gradient=graphc.ones_like(y)), or reduce y to a scalar first")
+            seed = python_scalar_node(1.0, output.dtype, output._node.where)
+            if output.ndim:
+                seed = make_node("expand", [seed], seed.where, shape=output._shape)
+            seeds.append(seed)
+        else:
+            if not isinstance(grad, Tensor):
+                raise TypeError("gradient must be a Tensor")
+            if tuple(grad._shape) != tuple(output._shape):
+                raise RuntimeError(f"Mismatch in shape: grad_output[{number}] has a shape of "
+                                   f"{list(grad.shape)} and output[{number}] has a shape of "
+                                   f"{list(output.shape)}.")
+            seeds.append(grad._node)
+    return seeds
+
+
+def derive(output_nodes, seed_nodes, wrt_nodes, create_graph: bool) -> list:
+    """Lazy gradient nodes of outputs w.r.t. each wrt node (None where no path exists)."""
+    build = build_graph(list(output_nodes) + list(seed_nodes),
+                        opaque=lambda n: not n.requires_grad or n.op == "input")
+    graph = build.graph
+    count = len(output_nodes)
+    wrt_ids = [build.id_of.get(id(n)) for n in wrt_nodes]
+    reachable = [i for i in wrt_ids if i is not None]
+    grad_ids = autodiff(graph, graph.outputs[:count], graph.outputs[count:], reachable)
+    by_wrt = dict(zip(reachable, grad_ids))
+    wanted = [by_wrt.get(i) if i is not None else None for i in wrt_ids]
+    present = [g for g in wanted if g is not None]
+    lazy = iter(graph_to_lazy(graph, present, build.node_of))
+    results = []
+    for grad_id, node in zip(wanted, wrt_nodes):
+        if grad_id is None:
+            results.append(None)
+            continue
+        value = next(lazy)
+        if not create_graph or not value.requires_grad:
+            value = _detached(value)
+        results.append(value)
+    return results
+
+
+def _detached(value: LazyNode) -> LazyNode:
+    """A node with the same value and no gradient history (fresh, so storages never share it)."""
+    return LazyNode("reshape", (value,), value.shape, value.dtype, {"shape": tuple(value.shape)},
+                    value.where, False)
+
+
+def _leaves(outputs) -> list:
+    """The leaf nodes (tensors that accumulate .grad) the outputs depend on, plus retain_grad nodes."""
+    seen, found, stack = set(), [], [o._node for o in outputs]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen or not node.requires_grad:
+            continue
+        seen.add(id(node))
+        if node.leaf is not None:
+            found.append(node)
+        if node.op != "input":
+            stack.extend(node.inputs)
+    return found
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
+    """Accumulate d(tensors)/d(leaf) into every leaf's `.grad`."""
+    from graphc.tensor import Tensor
+    outputs = _as_list(tensors)
+    seeds = _seeds(outputs, grad_tensors)
+    if inputs is not None:
+        leaves = [t._node for t in _as_list(inputs)]
+        targets = [t for t in _as_list(inputs)]
+    else:
+        leaves = _leaves(outputs)
+        targets = [node.leaf() for node in leaves]
+    grads = derive([o._node for o in outputs], seeds, leaves, create_graph)
+    for target, grad in zip(targets, grads):
+        if target is None or grad is None:
+            continue
+        _accumulate(target, Tensor._from_node(grad), create_graph)
+
+
+def _accumulate(target, grad, create_graph):
+    if grad.dtype is not target.dtype:
+        grad = grad.to(target.dtype)
+    if target.grad is None:
+        target.grad = grad
+    elif create_graph:
+        target.grad = target.grad + grad
+    else:
+        with no_grad():
+            target.grad = target.grad + grad
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         only_inputs=True, allow_unused=None, materialize_grads=False):
+    """The gradients of `outputs` w.r.t. `inputs`, returned (not accumulated)."""
+    from graphc.tensor import Tensor
+    outputs = _as_list(outputs)
+    input_list = _as_list(inputs)
+    for number, tensor in enumerate(input_list):
+        if not tensor.requires_grad:
+            raise RuntimeError(f"One of the differentiated Tensors (input {number}) does not require grad")
+    seeds = _seeds(outputs, grad_outputs)
+    grads = derive([o._node for o in outputs], seeds, [t._node for t in input_list], create_graph)
+    results = []
+    for number, (tensor, value) in enumerate(zip(input_list, grads)):
+        if value is None:
+            if materialize_grads:
+                from graphc.creation import zeros_like
+                results.append(zeros_like(tensor))
+                continue
+            if not allow_unused:
+                raise RuntimeError(f"One of the differentiated Tensors (input {number}) appears to not "
+                                   "have been used in the graph. Set allow_unused=True if this is the "
+                                   "desired behavior.")
+            results.append(None)
+            continue
+        results.append(Tensor._from_node(value))
+    return tuple(results)

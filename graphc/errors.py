@@ -1,0 +1,21 @@
+"""graphc's exceptions: each names the op and the user's line that made the offending tensor."""
+from __future__ import annotations
+
+
+class GraphcError(RuntimeError):
+    """A user mistake caught before anything runs."""
+
+
+class ShapeError(GraphcError, ValueError):
+    """Shapes that do not fit the op (broadcast, matmul, view, cat...)."""
+
+
+def op_error(op: str, message: str, where: str | None = None, hint: str | None = None,
+             kind: type = GraphcError) -> GraphcError:
+    """Build an error that reads ``op: message (at file.py:12)`` with an optional HINT line."""
+    text = f"{op}: {message}"
+    if where:
+        text += f"\n  at {where}"
+    if hint:
+        text += f"\nHINT: {hint}"
+    return kind(text)

@@ -1,0 +1,111 @@
+"""In-place ops: compute the new value, then write it into the tensor's storage.
+
+A write first computes every pending value (so nothing pending reads memory after it changes),
+then copies into the NumPy view and bumps the storage's version (which is how a graph that needed
+the old value finds out: PyTorch's "modified by an inplace operation").
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.autograd.grad_mode import is_grad_enabled
+from graphc.errors import GraphcError, op_error
+from graphc.lazy import LazyNode, Storage, realize_all_pending, strided_view
+from graphc.source_location import user_location
+from graphc.tensor import Tensor
+from graphc import tensor_ops
+
+
+def check_inplace(target: Tensor, value, where: str, op: str) -> bool:
+    """Raise for in-place writes PyTorch forbids; True when the write must stay in the graph."""
+    value_needs_grad = isinstance(value, Tensor) and value.requires_grad
+    if not is_grad_enabled() or not (target.requires_grad or value_needs_grad):
+        return False
+    if target._is_leaf and target.requires_grad:
+        raise op_error(op, "a leaf Variable that requires grad is being used in an in-place operation.",
+                       where, hint="wrap the update in `with graphc.no_grad():` or use `.data`",
+                       kind=RuntimeError)
+    return True
+
+
+def _owns_storage(target: Tensor) -> bool:
+    return (target._offset == 0 and target.is_contiguous() and
+            target.numel() == target._storage.size)
+
+
+def write(target: Tensor, value, where: str, op: str, result_of_op: bool = False) -> Tensor:
+    """Store `value` (a tensor or scalar, broadcast and cast) into `target` in place.
+
+    `result_of_op`: value is the result of `target <op> other`, which may not widen target's dtype
+    (``int_tensor.div_(2)`` is an error in PyTorch; ``int_tensor.copy_(floats)`` casts).
+    """
+    value = tensor_ops.check_operand(value, op)
+    if result_of_op and value.dtype.category > target.dtype.category:
+        raise op_error(op, f"result type {value.dtype.name} can't be cast to the desired output type "
+                           f"{target.dtype.name}", where, kind=RuntimeError)
+    tracked = check_inplace(target, value, where, op)
+    node = tensor_ops.operand(value, target.dtype, target._shape, where)
+    if tracked:
+        # the gradient must flow through the write: rebind the tensor to the new value
+        if not _owns_storage(target):
+            raise op_error(op, "in-place writes into a view of a tensor that requires grad are not "
+                               "supported", where, hint="build the value out of place (cat, where, "
+                               "pad) instead", kind=GraphcError)
+        if node is target._node or node.op == "input":
+            node = tensor_ops.node("reshape", [node], where, shape=target._shape)
+        node.requires_grad = True
+        rebound = Tensor._from_node(node)
+        target._storage, target._lazy, target._ref = rebound._storage, node, None
+        target._requires_grad, target._is_leaf = True, False
+        return target
+    [result] = realize_all_pending([node])
+    view = strided_view(target._storage, target._shape, target._strides, target._offset)
+    np.copyto(view, np.asarray(result, dtype=target.dtype.numpy))
+    target._storage.version += 1
+    return target
+
+
+def _inplace(function):
+    def method(self, *args, **kwargs):
+        where = user_location()
+        return write(self, function(self, *args, **kwargs), where, function.__name__ + "_", True)
+    method.__name__ = function.__name__ + "_"
+    return method
+
+
+add_ = _inplace(tensor_ops.add)
+sub_ = _inplace(tensor_ops.sub)
+mul_ = _inplace(tensor_ops.mul)
+div_ = _inplace(tensor_ops.div)
+pow_ = _inplace(tensor_ops.pow)
+clamp_ = _inplace(tensor_ops.clamp)
+relu_ = _inplace(tensor_ops.relu)
+sigmoid_ = _inplace(tensor_ops.sigmoid)
+
+
+def zero_(self):
+    return write(self, 0, user_location(), "zero_")
+
+
+def fill_(self, value):
+    return write(self, value, user_location(), "fill_")
+
+
+def copy_(self, source):
+    return write(self, source, user_location(), "copy_")
+
+
+def iadd(self, other):
+    return write(self, tensor_ops.add(self, other), user_location(), "add_", True)
+
+
+def isub(self, other):
+    return write(self, tensor_ops.sub(self, other), user_location(), "sub_", True)
+
+
+def imul(self, other):
+    return write(self, tensor_ops.mul(self, other), user_location(), "mul_", True)
+
+
+def itruediv(self, other):
+    return write(self, tensor_ops.div(self, other), user_location(), "div_", True)

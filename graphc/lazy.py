@@ -1,0 +1,261 @@
+"""Lazy values: the front end's light-weight graph, and turning it into a `Graph` to run.
+
+Every tensor op makes a `LazyNode` (op, input nodes, shape, dtype, attrs, the user's line). Nothing
+runs until a value is needed; then `realize` gathers the pending nodes into one `Graph`, runs it
+on the backend and stores the results in the tensors' `Storage`s.
+
+A realized storage is a flat NumPy array. Tensors viewing it read it through an `input` node that
+records the storage's version; in-place writes bump the version, so a graph built before a write
+can tell that a value it needs has changed (PyTorch's "modified by an inplace operation").
+"""
+from __future__ import annotations
+
+import math
+import weakref
+
+import numpy as np
+
+from graphc import dtypes
+from graphc.dtypes import DType
+from graphc.errors import GraphcError, ShapeError, op_error
+from graphc.ir.graph import Graph
+from graphc.ops import table
+
+
+class Storage:
+    """The memory behind one or more tensors: a flat array, or the lazy node that will fill it."""
+
+    __slots__ = ("array", "lazy_node", "version", "dtype", "size", "__weakref__")
+
+    def __init__(self, dtype: DType, size: int, array: np.ndarray | None = None, lazy_node=None):
+        self.dtype = dtype
+        self.size = size
+        self.array = array
+        self.lazy_node = lazy_node
+        self.version = 0
+        if array is None:
+            _pending.add(self)
+
+    @property
+    def is_realized(self) -> bool:
+        return self.array is not None
+
+    def store(self, value: np.ndarray) -> None:
+        """Adopt a computed value as this storage's contents."""
+        owned = value.base is None and value.flags.c_contiguous and value.flags.writeable
+        # adopt arrays nobody else holds; copy views so no two storages alias each other's memory
+        self.array = value.reshape(-1) if owned else np.array(value, order="C").reshape(-1)
+        node = self.lazy_node
+        node.realized = (self, self.version)
+        self.lazy_node = None
+        _pending.discard(self)
+
+
+_pending: "weakref.WeakSet[Storage]" = weakref.WeakSet()
+
+
+class LazyNode:
+    """One value in the front end's graph."""
+
+    __slots__ = ("op", "inputs", "shape", "dtype", "attrs", "where", "requires_grad", "buffer",
+                 "leaf", "realized", "grad_name", "grad_inputs", "__weakref__")
+
+    def __init__(self, op, inputs, shape, dtype, attrs, where, requires_grad=False):
+        self.op = op
+        self.inputs = inputs
+        self.shape = shape
+        self.dtype = dtype
+        self.attrs = attrs
+        self.where = where
+        self.requires_grad = requires_grad
+        self.buffer = None      # input nodes: (storage, shape, strides, offset, version)
+        self.leaf = None        # input nodes of leaf tensors that require grad: weakref to it
+        self.realized = None    # (storage, version) once computed
+        self.grad_name = None   # grad_fn name for the public op that made this node
+        self.grad_inputs = None  # that public op's inputs, for grad_fn.next_functions
+
+    def __repr__(self):
+        return f"<LazyNode {self.op} {self.dtype.name}{list(self.shape)} at {self.where}>"
+
+
+def make_node(op: str, inputs, where: str, requires_grad: bool = False, **attrs) -> LazyNode:
+    """Create a node, checking its operands with the op table's shape rule (errors name the line)."""
+    entry = table.get(op)
+    try:
+        shape, dtype = entry.infer([i.shape for i in inputs], [i.dtype for i in inputs], attrs)
+    except ValueError as error:
+        raise op_error(op, str(error), where, kind=ShapeError) from None
+    return LazyNode(op, tuple(inputs), tuple(shape), dtype, attrs, where, requires_grad)
+
+
+def buffer_node(storage: Storage, shape, strides, offset, where="") -> LazyNode:
+    node = LazyNode("input", (), tuple(shape), storage.dtype, {}, where)
+    node.buffer = (storage, tuple(shape), tuple(strides), offset, storage.version)
+    return node
+
+
+def strided_view(storage: Storage, shape, strides, offset) -> np.ndarray:
+    """The NumPy view of a realized storage that a tensor's (shape, strides, offset) describes."""
+    itemsize = storage.dtype.itemsize
+    return np.lib.stride_tricks.as_strided(storage.array[offset:], shape=shape,
+                                           strides=[s * itemsize for s in strides])
+
+
+# ---- LazyNode DAG -> Graph ----------------------------------------------------------------------
+class GraphBuild:
+    """A Graph built from lazy nodes, with the bindings its placeholders need."""
+
+    def __init__(self):
+        self.graph = Graph()
+        self.bindings: dict[str, np.ndarray] = {}
+        self.node_of: dict[int, LazyNode] = {}   # graph id -> lazy node it came from
+        self.id_of: dict[int, int] = {}          # id(lazy node) -> graph id
+        self.key_parts: list = []                # structure, for caching compiled programs
+        self._dedupe: dict = {}
+        self._placeholders = 0
+
+    def placeholder(self, lazy: LazyNode, array: np.ndarray | None, dedupe_key=None) -> int:
+        """A placeholder for `lazy`, bound to `array` (None: bound later, e.g. by autodiff)."""
+        if dedupe_key is not None and dedupe_key in self._dedupe:
+            node_id = self._dedupe[dedupe_key]
+        else:
+            name = f"in{self._placeholders}"
+            self._placeholders += 1
+            node_id = self.graph.placeholder(name, lazy.shape, lazy.dtype, lazy.where)
+            if array is not None:
+                self.bindings[name] = array
+            if dedupe_key is not None:
+                self._dedupe[dedupe_key] = node_id
+            self.node_of[node_id] = lazy
+            self.key_parts.append(("input", lazy.shape, lazy.dtype.name))
+        self.id_of[id(lazy)] = node_id
+        return node_id
+
+    @property
+    def key(self) -> tuple:
+        return (tuple(self.key_parts), tuple(self.graph.outputs))
+
+
+def _leaf_value(lazy: LazyNode):
+    """The array a leaf or already-computed node stands for, or None if it must be computed."""
+    if lazy.buffer is not None:
+        storage, shape, strides, offset, version = lazy.buffer
+        _check_version(lazy, storage, version)
+        return strided_view(storage, shape, strides, offset), (id(storage), shape, strides, offset)
+    if lazy.realized is not None:
+        storage, version = lazy.realized
+        _check_version(lazy, storage, version)
+        return storage.array.reshape(lazy.shape), ("realized", id(lazy))
+    return None
+
+
+def _check_version(lazy: LazyNode, storage: Storage, version: int) -> None:
+    if storage.version != version:
+        raise GraphcError(
+            f"one of the values this computation needs has been modified by an inplace operation: "
+            f"the {lazy.dtype.name}{list(lazy.shape)} value made at {lazy.where or '<unknown>'} is "
+            f"at version {storage.version}; expected version {version}.\n"
+            f"HINT: compute what you need before modifying it in place, or modify a .clone().")
+
+
+def build_graph(outputs, opaque=None) -> GraphBuild:
+    """Gather the DAG under `outputs` into a Graph.
+
+    Buffers and computed values become bound placeholders. `opaque(node)` may mark more nodes to
+    keep as unbound placeholders (autodiff treats values that need no gradient that way).
+    """
+    build = GraphBuild()
+    stack = [(node, False) for node in reversed(outputs)]
+    while stack:
+        lazy, inputs_done = stack.pop()
+        if id(lazy) in build.id_of:
+            continue
+        if not inputs_done:
+            if opaque is not None and opaque(lazy):
+                build.placeholder(lazy, None)
+                continue
+            leaf = _leaf_value(lazy) if opaque is None else None
+            if leaf is not None:
+                build.placeholder(lazy, leaf[0], leaf[1])
+                continue
+            if lazy.op == "input":
+                build.placeholder(lazy, None) if opaque is not None else _unbound(lazy)
+                continue
+            stack.append((lazy, True))
+            stack.extend((i, False) for i in reversed(lazy.inputs) if id(i) not in build.id_of)
+            continue
+        inputs = [build.id_of[id(i)] for i in lazy.inputs]
+        node_id = build.graph.call(lazy.op, inputs, lazy.where, **lazy.attrs)
+        build.id_of[id(lazy)] = node_id
+        build.node_of[node_id] = lazy
+        build.key_parts.append((lazy.op, tuple(inputs), repr(sorted(lazy.attrs.items()))))
+    build.graph.output(*(build.id_of[id(node)] for node in outputs))
+    return build
+
+
+def _unbound(lazy):
+    raise GraphcError(f"internal: input node without a buffer ({lazy})")
+
+
+def graph_to_lazy(graph: Graph, wanted, node_of: dict, where_default="") -> list[LazyNode]:
+    """Turn graph nodes back into lazy nodes; nodes that came from lazy nodes map back to them."""
+    made: dict[int, LazyNode] = {}
+    for node_id in graph.topo_order():
+        if node_id in node_of:
+            made[node_id] = node_of[node_id]
+            continue
+        node = graph.node(node_id)
+        inputs = tuple(made[i] for i in node.inputs)
+        requires_grad = any(i.requires_grad for i in inputs)
+        made[node_id] = LazyNode(node.op, inputs, node.shape, node.dtype, node.attrs,
+                                 node.where or where_default, requires_grad)
+    return [made[i] for i in wanted]
+
+
+# ---- running ----------------------------------------------------------------------------------
+def realize_storages(storages) -> None:
+    """Compute pending storages in one graph run."""
+    storages = [s for s in dict.fromkeys(storages) if s.array is None]
+    if not storages:
+        return
+    from graphc import backend
+    build = build_graph([s.lazy_node for s in storages])
+    results = backend.run(build)
+    for storage, value in zip(storages, results):
+        storage.store(np.asarray(value))
+
+
+def realize_all_pending(extra=()) -> list[np.ndarray]:
+    """Compute every pending storage (before an in-place write) together with `extra` nodes."""
+    storages = [s for s in list(_pending) if s.array is None]
+    extra = list(extra)
+    if not storages and not extra:
+        return []
+    from graphc import backend
+    build = build_graph([s.lazy_node for s in storages] + extra)
+    results = backend.run(build)
+    for storage, value in zip(storages, results):
+        storage.store(np.asarray(value))
+    return results[len(storages):]
+
+
+def contiguous_strides(shape) -> tuple:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+def numel(shape) -> int:
+    return math.prod(shape)
+
+
+def python_scalar_node(value, dtype: DType, where: str) -> LazyNode:
+    if dtype.category == dtypes.FLOATING:
+        value = float(value)
+    elif dtype.category == dtypes.INTEGER:
+        value = int(value)
+    else:
+        value = bool(value)
+    return LazyNode("constant", (), (), dtype, {"value": value, "dtype": dtype.name}, where)

@@ -1,0 +1,175 @@
+"""Elementwise primitives: same-shape operands (the front end makes broadcasting explicit)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from graphc import dtypes
+from graphc.ops.table import ELEMENTWISE, OpDef, register
+
+
+def _same_shapes(shapes):
+    for shape in shapes[1:]:
+        if tuple(shape) != tuple(shapes[0]):
+            raise ValueError(f"operand shapes differ: {[list(s) for s in shapes]}")
+    return tuple(shapes[0])
+
+
+def _same_dtypes(types):
+    for dtype in types[1:]:
+        if dtype is not types[0]:
+            raise ValueError(f"operand dtypes differ: {[t.name for t in types]}")
+    return types[0]
+
+
+def same_as_input(shapes, types, attrs):
+    return _same_shapes(shapes), _same_dtypes(types)
+
+
+def floating_only(shapes, types, attrs):
+    if not types[0].is_floating_point:
+        raise ValueError(f"expects a floating-point operand, got {types[0].name}")
+    return same_as_input(shapes, types, attrs)
+
+
+def boolean_result(shapes, types, attrs):
+    _same_dtypes(types)
+    return _same_shapes(shapes), dtypes.bool_
+
+
+def boolean_only(shapes, types, attrs):
+    for dtype in types:
+        if dtype is not dtypes.bool_:
+            raise ValueError(f"expects bool operands, got {[t.name for t in types]}")
+    return _same_shapes(shapes), dtypes.bool_
+
+
+def _numpy(function):
+    """Wrap a NumPy ufunc so its result has exactly the node's dtype."""
+    def evaluate(arrays, attrs, shape, dtype):
+        with np.errstate(all="ignore"):
+            return np.asarray(function(*arrays), dtype=dtype.numpy).reshape(shape)
+    return evaluate
+
+
+def elementwise(name, infer, function, c, vjp=None, backward_name=None, cuda=None):
+    return register(OpDef(name, ELEMENTWISE, infer, _numpy(function), vjp, c, cuda,
+                          backward_name or f"{name.capitalize()}Backward0"))
+
+
+# ---- unary --------------------------------------------------------------------------------
+elementwise("neg", same_as_input, np.negative, "(-{0})",
+            lambda e, n, g: [e.neg(g)])
+elementwise("exp", floating_only, np.exp, "exp({0})",
+            lambda e, n, g: [e.mul(g, n.id)])
+elementwise("log", floating_only, np.log, "log({0})",
+            lambda e, n, g: [e.div(g, n.inputs[0])])
+elementwise("sqrt", floating_only, np.sqrt, "sqrt({0})",
+            lambda e, n, g: [e.div(g, e.scale(n.id, 2.0))])
+elementwise("sin", floating_only, np.sin, "sin({0})",
+            lambda e, n, g: [e.mul(g, e.cos(n.inputs[0]))])
+elementwise("cos", floating_only, np.cos, "cos({0})",
+            lambda e, n, g: [e.neg(e.mul(g, e.sin(n.inputs[0])))])
+elementwise("tanh", floating_only, np.tanh, "tanh({0})",
+            lambda e, n, g: [e.mul(g, e.sub(e.full_like(1.0, n.id), e.mul(n.id, n.id)))])
+elementwise("erf", floating_only, np.vectorize(math.erf, otypes=[np.float64]), "erf({0})",
+            lambda e, n, g: [e.mul(g, e.scale(e.exp(e.neg(e.mul(n.inputs[0], n.inputs[0]))),
+                                              2.0 / math.sqrt(math.pi)))])
+elementwise("abs", same_as_input, np.abs, "fabs({0})",
+            lambda e, n, g: [e.mul(g, e.sign(n.inputs[0]))])
+elementwise("sign", same_as_input, np.sign, "(({0} > 0) - ({0} < 0))",
+            lambda e, n, g: [None])
+elementwise("floor", same_as_input, np.floor, "floor({0})",
+            lambda e, n, g: [None])
+elementwise("reciprocal", floating_only, np.reciprocal, "(1 / {0})",
+            lambda e, n, g: [e.neg(e.mul(g, e.mul(n.id, n.id)))])
+elementwise("logical_not", boolean_only, np.logical_not, "(!{0})", backward_name="NotBackward0")
+
+
+# ---- binary -------------------------------------------------------------------------------
+def _pow_vjp(e, n, g):
+    base, exponent = n.inputs
+    # d/dbase = exponent * base^(exponent-1); d/dexponent = base^exponent * log(base), taken as
+    # 0 where base == 0 and exponent >= 0 (PyTorch's convention, which keeps 0**2 differentiable)
+    one = e.full_like(1.0, exponent) if e.dtype(exponent).is_floating_point else e.full_like(1, exponent)
+    d_base = e.mul(g, e.mul(exponent, e.pow(base, e.sub(exponent, one))))
+    if not e.dtype(base).is_floating_point:
+        return [None, None]
+    zero_base = e.logical_and(e.eq(base, e.full_like(0.0, base)),
+                              e.ge(exponent, e.full_like(0.0, exponent)))
+    d_exponent = e.where(zero_base, e.full_like(0.0, g), e.mul(g, e.mul(n.id, e.log(base))))
+    return [d_base, d_exponent]
+
+
+def _extremum_vjp(winner):
+    """maximum/minimum: the gradient goes to the winning operand, halved on ties (PyTorch)."""
+    def vjp(e, n, g):
+        a, b = n.inputs
+        half = e.scale(g, 0.5)
+        zero = e.full_like(0.0, g)
+        tie = e.eq(a, b)
+        a_wins = getattr(e, winner)(a, b)
+        b_wins = getattr(e, winner)(b, a)
+        return [e.where(tie, half, e.where(a_wins, g, zero)),
+                e.where(tie, half, e.where(b_wins, g, zero))]
+    return vjp
+
+
+elementwise("add", same_as_input, np.add, "({0} + {1})",
+            lambda e, n, g: [g, g])
+elementwise("sub", same_as_input, np.subtract, "({0} - {1})",
+            lambda e, n, g: [g, e.neg(g)])
+elementwise("mul", same_as_input, np.multiply, "({0} * {1})",
+            lambda e, n, g: [e.mul(g, n.inputs[1]), e.mul(g, n.inputs[0])])
+elementwise("div", same_as_input, np.divide, "({0} / {1})",
+            lambda e, n, g: [e.div(g, n.inputs[1]), e.neg(e.div(e.mul(g, n.id), n.inputs[1]))])
+elementwise("pow", same_as_input, np.power, "pow({0}, {1})", _pow_vjp)
+elementwise("maximum", same_as_input, np.maximum, "fmax({0}, {1})", _extremum_vjp("gt"))
+elementwise("minimum", same_as_input, np.minimum, "fmin({0}, {1})", _extremum_vjp("lt"))
+elementwise("floor_divide", same_as_input, np.floor_divide, "floor({0} / {1})",
+            lambda e, n, g: [None, None], backward_name="FloorDivideBackward0")
+elementwise("remainder", same_as_input, np.remainder, "remainder({0}, {1})",
+            lambda e, n, g: [g, e.neg(e.mul(g, e.floor_divide(*n.inputs)))],
+            backward_name="RemainderBackward0")
+
+for _name, _function, _symbol in (("eq", np.equal, "=="), ("ne", np.not_equal, "!="),
+                                  ("lt", np.less, "<"), ("le", np.less_equal, "<="),
+                                  ("gt", np.greater, ">"), ("ge", np.greater_equal, ">=")):
+    elementwise(_name, boolean_result, _function, f"({{0}} {_symbol} {{1}})")
+
+elementwise("logical_and", boolean_only, np.logical_and, "({0} && {1})")
+elementwise("logical_or", boolean_only, np.logical_or, "({0} || {1})")
+elementwise("logical_xor", boolean_only, np.logical_xor, "({0} != {1})")
+
+
+# ---- where and cast -----------------------------------------------------------------------
+def _where_infer(shapes, types, attrs):
+    if types[0] is not dtypes.bool_:
+        raise ValueError(f"condition must be bool, got {types[0].name}")
+    return _same_shapes(shapes), _same_dtypes(types[1:])
+
+
+def _where_vjp(e, n, g):
+    condition = n.inputs[0]
+    zero = e.full_like(0.0, g)
+    return [None, e.where(condition, g, zero), e.where(condition, zero, g)]
+
+
+elementwise("where", _where_infer, np.where, "({0} ? {1} : {2})", _where_vjp)
+
+
+def _cast_infer(shapes, types, attrs):
+    return tuple(shapes[0]), dtypes.by_name(attrs["dtype"])
+
+
+def _cast_vjp(e, n, g):
+    source = e.dtype(n.inputs[0])
+    if not source.is_floating_point:
+        return [None]
+    return [e.cast(g, dtype=source.name)]
+
+
+register(OpDef("cast", ELEMENTWISE, _cast_infer,
+               lambda arrays, attrs, shape, dtype: arrays[0].astype(dtype.numpy),
+               _cast_vjp, "(({dtype}) {0})", backward_name="ToCopyBackward0"))

@@ -1,0 +1,267 @@
+"""`graphc.Tensor`: PyTorch's tensor API over lazy graph nodes.
+
+A tensor is a view (shape, strides, offset) of a `Storage`, plus the `LazyNode` that computes
+its value. Ops add nodes; values are computed when Python needs them (`numpy()`, `item()`,
+`print`...). Views share storage and in-place ops write through it, so aliasing behaves as in
+PyTorch: a write through one view is seen by every other view and by `numpy()` arrays.
+"""
+from __future__ import annotations
+
+import builtins
+import math
+import numbers
+import weakref
+
+import numpy as np
+
+from graphc import dtypes
+from graphc.autograd.grad_mode import is_grad_enabled
+from graphc.dtypes import DType
+from graphc.errors import GraphcError, ShapeError, op_error
+from graphc.lazy import (LazyNode, Storage, buffer_node, contiguous_strides, make_node,
+                         python_scalar_node, realize_all_pending, realize_storages, strided_view)
+from graphc.size import CPU, Size, device
+from graphc.source_location import user_location
+
+Scalar = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+class Tensor:
+    """A multi-dimensional array with PyTorch's API, computed lazily by graphc's compiler.
+
+    >>> x = graphc.tensor([[1., 2.], [3., 4.]])
+    >>> (x * 2).sum().item()
+    20.0
+    """
+
+    __slots__ = ("_storage", "_shape", "_strides", "_offset", "_lazy", "_ref", "_requires_grad",
+                 "_is_leaf", "grad", "_retains_grad", "__weakref__")
+
+    # ---- construction (internal) ---------------------------------------------------------------
+    def __init__(self, *args, **kwargs):
+        raise TypeError("create tensors with graphc.tensor(...), graphc.zeros(...) and friends")
+
+    @classmethod
+    def _from_node(cls, node: LazyNode) -> "Tensor":
+        """A new tensor owning a fresh (pending) storage filled by `node`."""
+        self = object.__new__(cls)
+        self._storage = Storage(node.dtype, math.prod(node.shape), lazy_node=node)
+        self._shape = node.shape
+        self._strides = contiguous_strides(node.shape)
+        self._offset = 0
+        self._lazy = node
+        self._ref = None
+        self._requires_grad = node.requires_grad
+        self._is_leaf = not node.requires_grad
+        self.grad = None
+        self._retains_grad = False
+        return self
+
+    @classmethod
+    def _from_array(cls, array: np.ndarray, requires_grad: bool = False,
+                    share: bool = False) -> "Tensor":
+        """A realized leaf tensor holding `array` (sharing its memory when `share`)."""
+        dtype = dtypes.from_numpy(array.dtype)
+        if array.dtype != dtype.numpy:
+            array = array.astype(dtype.numpy)
+            share = False
+        self = object.__new__(cls)
+        if share:
+            if any(s < 0 or s % array.itemsize for s in array.strides):
+                raise ValueError("from_numpy: arrays with negative or unaligned strides are not "
+                                 "supported; pass a copy (array.copy())")
+            strides = tuple(s // array.itemsize for s in array.strides)
+            span = 1 + builtins.sum((n - 1) * s for n, s in zip(array.shape, strides)) if array.size else 0
+            flat = np.lib.stride_tricks.as_strided(array, shape=(span,), strides=(array.itemsize,))
+            self._storage = Storage(dtype, span, array=flat)
+            self._strides = strides
+        else:
+            flat = np.ascontiguousarray(array).reshape(-1).copy()
+            self._storage = Storage(dtype, flat.size, array=flat)
+            self._strides = contiguous_strides(array.shape)
+        self._shape = tuple(array.shape)
+        self._offset = 0
+        self._lazy = None
+        self._ref = None
+        self._requires_grad = bool(requires_grad)
+        self._is_leaf = True
+        self.grad = None
+        self._retains_grad = False
+        if requires_grad and not dtype.is_floating_point:
+            raise RuntimeError("only Tensors of floating point dtype can require gradients")
+        return self
+
+    def _view(self, node: LazyNode, shape, strides, offset) -> "Tensor":
+        """A tensor sharing this one's storage, with its own layout and value node."""
+        view = object.__new__(Tensor)
+        view._storage = self._storage
+        view._shape = tuple(shape)
+        view._strides = tuple(strides)
+        view._offset = offset
+        view._lazy = node
+        view._ref = None
+        view._requires_grad = node.requires_grad
+        view._is_leaf = not node.requires_grad
+        view.grad = None
+        view._retains_grad = False
+        return view
+
+    @property
+    def _node(self) -> LazyNode:
+        """The node computing this tensor's current value."""
+        lazy = self._lazy
+        if lazy is not None and (lazy.requires_grad or self._storage.array is None):
+            return lazy
+        ref = self._ref
+        if ref is None or ref.buffer[4] != self._storage.version:
+            ref = buffer_node(self._storage, self._shape, self._strides, self._offset)
+            if self._requires_grad and self._is_leaf:
+                ref.requires_grad = True
+                ref.leaf = weakref.ref(self)
+            self._ref = ref
+        return ref
+
+    # ---- properties ----------------------------------------------------------------------------
+    @property
+    def shape(self) -> Size:
+        return Size(self._shape)
+
+    def size(self, dim: int | None = None):
+        if dim is None:
+            return Size(self._shape)
+        return self._shape[_normalize_dim(dim, self.ndim, "size")]
+
+    @property
+    def dtype(self) -> DType:
+        return self._storage.dtype
+
+    @property
+    def device(self) -> device:
+        return CPU
+
+    @property
+    def is_cuda(self) -> bool:
+        return False
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    def dim(self) -> int:
+        return len(self._shape)
+
+    ndimension = dim
+
+    def numel(self) -> int:
+        return math.prod(self._shape)
+
+    nelement = numel
+
+    def element_size(self) -> int:
+        return self.dtype.itemsize
+
+    def stride(self, dim: int | None = None):
+        if dim is None:
+            return tuple(self._strides)
+        return self._strides[_normalize_dim(dim, self.ndim, "stride")]
+
+    def storage_offset(self) -> int:
+        return self._offset
+
+    def untyped_storage(self):
+        realize_storages([self._storage])
+        return self._storage
+
+    def storage(self):
+        """The flat storage contents as a 1-d tensor sharing memory (PyTorch's TypedStorage)."""
+        realize_storages([self._storage])
+        return Tensor._from_array(self._storage.array, share=True)
+
+    def data_ptr(self) -> int:
+        realize_storages([self._storage])
+        return self._storage.array.ctypes.data + self._offset * self.dtype.itemsize
+
+    def is_contiguous(self, memory_format=None) -> bool:
+        expected = 1
+        for size, stride in zip(reversed(self._shape), reversed(self._strides)):
+            if size != 1 and stride != expected:
+                return False
+            expected *= size
+        return True
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+    def __len__(self) -> int:
+        if not self._shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self._shape[0]
+
+    def __iter__(self):
+        if not self._shape:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self._shape[0]))
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # ---- values --------------------------------------------------------------------------------
+    def _realize(self) -> None:
+        if self._storage.array is None:
+            realize_storages([self._storage])
+
+    def numpy(self, *, force: bool = False) -> np.ndarray:
+        """A NumPy array sharing this tensor's memory (computing it first if pending)."""
+        if self.requires_grad and not force:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
+                               "Use tensor.detach().numpy() instead.")
+        self._realize()
+        return strided_view(self._storage, self._shape, self._strides, self._offset)
+
+    def _value(self) -> np.ndarray:
+        self._realize()
+        return strided_view(self._storage, self._shape, self._strides, self._offset)
+
+    def item(self):
+        if self.numel() != 1:
+            raise RuntimeError(f"a Tensor with {self.numel()} elements cannot be converted to Scalar")
+        return self._value().reshape(()).item()
+
+    def tolist(self):
+        return self._value().tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.dtype.category != dtypes.INTEGER or self.numel() != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __bool__(self):
+        if self.numel() != 1:
+            raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous")
+        return bool(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        array = self._value()
+        return array.astype(dtype) if dtype is not None else array
+
+    def __repr__(self) -> str:
+        from graphc.formatting import format_tensor
+        suffixes = []
+        if self.grad_fn is not None:
+            suffixes.append(f"grad_fn=<{self.grad_fn.name()}>")
+        elif self.requires_grad:
+            suffixes.append("requires_grad=True")
+        return format_tensor(np.array(self._value()), self.dtype.name, suffixes)
+
+    __str__ = __repr__
+
+    def __format__(self, spec):
+        if self.ndim == 0 and spec:
+            return format(self.item(), spec)
+        return repr(self)

@@ -1,0 +1,603 @@
+"""The Tensor API's computing ops, built from primitives with PyTorch's promotion and broadcasting.
+
+Each public op builds lazy nodes (explicit casts and expands, then primitives) and tags its final
+node with the name PyTorch gives its grad_fn, so `y.grad_fn` prints the same chain.
+"""
+from __future__ import annotations
+
+import builtins
+import collections
+import math
+
+from graphc import dtypes
+from graphc.autograd.grad_mode import is_grad_enabled
+from graphc.dtypes import DType
+from graphc.errors import GraphcError, ShapeError, op_error
+from graphc.lazy import LazyNode, make_node, python_scalar_node
+from graphc.source_location import user_location
+from graphc.tensor import Scalar, Tensor
+
+MaxResult = collections.namedtuple("max", ["values", "indices"])
+MinResult = collections.namedtuple("min", ["values", "indices"])
+
+
+# ---- node helpers -----------------------------------------------------------------------------
+def node(op: str, inputs, where: str, **attrs) -> LazyNode:
+    """A primitive node; it requires grad when grad mode is on and any input does."""
+    requires_grad = is_grad_enabled() and any(i.requires_grad for i in inputs)
+    return make_node(op, inputs, where, requires_grad, **attrs)
+
+
+def wrap(result: LazyNode, grad_name: str | None = None, inputs=()) -> Tensor:
+    """The tensor for a public op's final node, tagged for grad_fn printing."""
+    if grad_name is not None and result.requires_grad:
+        result.grad_name = grad_name
+        result.grad_inputs = tuple(t._node for t in inputs if isinstance(t, Tensor))
+    return Tensor._from_node(result)
+
+
+def cast(value: LazyNode, dtype: DType, where: str) -> LazyNode:
+    return value if value.dtype is dtype else node("cast", [value], where, dtype=dtype.name)
+
+
+def expand(value: LazyNode, shape, where: str) -> LazyNode:
+    return value if tuple(value.shape) == tuple(shape) else node("expand", [value], where, shape=tuple(shape))
+
+
+def reshape(value: LazyNode, shape, where: str) -> LazyNode:
+    return value if tuple(value.shape) == tuple(shape) else node("reshape", [value], where, shape=tuple(shape))
+
+
+def full(value, shape, dtype: DType, where: str) -> LazyNode:
+    return expand(python_scalar_node(value, dtype, where), shape, where)
+
+
+def broadcast_shapes(shapes, op: str = "broadcast", where: str | None = None) -> tuple:
+    """NumPy/PyTorch broadcasting of several shapes, with PyTorch's message on a mismatch."""
+    rank = builtins.max((len(s) for s in shapes), default=0)
+    result = []
+    for axis in range(-rank, 0):
+        sizes = [s[axis] for s in shapes if len(s) >= -axis]
+        target = builtins.max(sizes)
+        non_one = {s for s in sizes if s != 1}
+        if len(non_one) > 1:
+            first, second = sorted(non_one)[:2]
+            raise op_error(op, f"The size of tensor a ({first}) must match the size of tensor b "
+                               f"({second}) at non-singleton dimension {rank + axis}; shapes are "
+                               f"{' and '.join(str(list(s)) for s in shapes)}", where, kind=ShapeError)
+        result.append(target if not non_one else non_one.pop())
+    return tuple(result)
+
+
+def _tier(value) -> tuple:
+    if isinstance(value, Tensor):
+        return value.dtype, 2 if value.ndim else 1
+    return dtypes.scalar_dtype(value), 0
+
+
+def promote(*values) -> DType:
+    return dtypes.result_type([_tier(v) for v in values])
+
+
+def operand(value, dtype: DType, shape, where: str) -> LazyNode:
+    """A tensor or Python scalar as a node of `dtype`, broadcast to `shape`."""
+    if isinstance(value, Tensor):
+        return expand(cast(value._node, dtype, where), shape, where)
+    return full(value, shape, dtype, where)
+
+
+def check_operand(value, op: str):
+    if isinstance(value, Tensor) or isinstance(value, Scalar):
+        return value
+    if isinstance(value, (list, tuple)):
+        from graphc.creation import tensor
+        return tensor(value)
+    raise TypeError(f"{op}(): unsupported operand type {type(value).__name__}")
+
+
+def _shape_of(value) -> tuple:
+    return value._shape if isinstance(value, Tensor) else ()
+
+
+def elementwise(op: str, values, grad_name: str, *, compute_dtype: DType | None = None,
+                floating: bool = False) -> Tensor:
+    """Apply an elementwise primitive to tensors/scalars with promotion and broadcasting."""
+    where = user_location()
+    values = [check_operand(v, op) for v in values]
+    dtype = compute_dtype or promote(*values)
+    if floating and not dtype.is_floating_point:
+        dtype = dtypes.get_default_dtype()
+    shape = broadcast_shapes([_shape_of(v) for v in values], op, where)
+    nodes = [operand(v, dtype, shape, where) for v in values]
+    return wrap(node(op, nodes, where), grad_name, values)
+
+
+def unary(op: str, grad_name: str, floating: bool = False):
+    def method(self):
+        return elementwise(op, [self], grad_name, floating=floating)
+    method.__name__ = op
+    method.__doc__ = f"Elementwise {op}."
+    return method
+
+
+# ---- arithmetic ------------------------------------------------------------------------------
+def add(input, other, *, alpha=1):
+    if alpha != 1:
+        other = mul(other, alpha)
+    return elementwise("add", [input, other], "AddBackward0")
+
+
+def sub(input, other, *, alpha=1):
+    if alpha != 1:
+        other = mul(other, alpha)
+    return elementwise("sub", [input, other], "SubBackward0")
+
+
+def mul(input, other):
+    return elementwise("mul", [input, other], "MulBackward0")
+
+
+def div(input, other, *, rounding_mode=None):
+    if rounding_mode == "floor":
+        return floor_divide(input, other)
+    if rounding_mode == "trunc":
+        quotient = div(input, other)
+        result = where(quotient < 0, -(-quotient).floor(), quotient.floor())
+        return result.to(promote(check_operand(input, "div"), check_operand(other, "div")))
+    return elementwise("div", [input, other], "DivBackward0", floating=True)
+
+
+def floor_divide(input, other):
+    return elementwise("floor_divide", [input, other], "FloorDivideBackward0")
+
+
+def remainder(input, other):
+    return elementwise("remainder", [input, other], "RemainderBackward0")
+
+
+def pow(input, exponent):
+    name = "PowBackward1" if isinstance(exponent, Tensor) and isinstance(input, Tensor) else "PowBackward0"
+    return elementwise("pow", [input, exponent], name)
+
+
+def maximum(input, other):
+    return elementwise("maximum", [input, other], "MaximumBackward0")
+
+
+def minimum(input, other):
+    return elementwise("minimum", [input, other], "MinimumBackward0")
+
+
+def _comparison(op):
+    def compare(input, other):
+        if not isinstance(other, (Tensor, list, tuple) + Scalar):
+            return NotImplemented
+        values = [check_operand(input, op), check_operand(other, op)]
+        where = user_location()
+        dtype = promote(*values)
+        shape = broadcast_shapes([_shape_of(v) for v in values], op, where)
+        return wrap(node(op, [operand(v, dtype, shape, where) for v in values], where))
+    compare.__name__ = op
+    return compare
+
+
+eq, ne, lt, le, gt, ge = (_comparison(name) for name in ("eq", "ne", "lt", "le", "gt", "ge"))
+
+
+def _logical(op):
+    def apply(input, other=None):
+        values = [input] if other is None else [input, other]
+        values = [check_operand(v, op) for v in values]
+        where = user_location()
+        shape = broadcast_shapes([_shape_of(v) for v in values], op, where)
+        nodes = [operand(v, dtypes.bool_, shape, where) for v in values]
+        return wrap(node(op, nodes, where))
+    apply.__name__ = op
+    return apply
+
+
+logical_and, logical_or, logical_xor, logical_not = (
+    _logical(name) for name in ("logical_and", "logical_or", "logical_xor", "logical_not"))
+
+
+def _bitwise(op):
+    def apply(input, other=None):
+        values = [v for v in (input, other) if v is not None]
+        if any(promote(check_operand(v, op)) is not dtypes.bool_ for v in values):
+            raise TypeError(f"graphc supports {op.replace('logical', 'bitwise')} on bool tensors only")
+        return globals()[op](*values)
+    return apply
+
+
+def where(condition, input=None, other=None):
+    """``where(cond, a, b)``: a where cond is True, else b (broadcast and promoted)."""
+    if input is None and other is None:
+        return condition.nonzero(as_tuple=True)
+    where_ = user_location()
+    values = [check_operand(input, "where"), check_operand(other, "where")]
+    if condition.dtype is not dtypes.bool_:
+        raise op_error("where", f"expected condition to be a bool tensor, got {condition.dtype}", where_,
+                       kind=TypeError)
+    dtype = promote(*values)
+    shape = broadcast_shapes([condition._shape] + [_shape_of(v) for v in values], "where", where_)
+    nodes = [expand(condition._node, shape, where_)] + [operand(v, dtype, shape, where_) for v in values]
+    return wrap(node("where", nodes, where_), "WhereBackward0", values)
+
+
+def clamp(input, min=None, max=None):
+    if min is None and max is None:
+        raise RuntimeError("clamp: At least one of 'min' or 'max' must not be None")
+    where_ = user_location()
+    dtype = promote(*[v for v in (input, min, max) if v is not None])
+    shape = broadcast_shapes([input._shape] + [_shape_of(v) for v in (min, max) if v is not None])
+    result = operand(input, dtype, shape, where_)
+    # where() rather than maximum/minimum: the gradient passes at the bounds, as in PyTorch
+    if min is not None:
+        low = operand(min, dtype, shape, where_)
+        result = node("where", [node("lt", [result, low], where_), low, result], where_)
+    if max is not None:
+        high = operand(max, dtype, shape, where_)
+        result = node("where", [node("gt", [result, high], where_), high, result], where_)
+    return wrap(result, "ClampBackward1", [input])
+
+
+def relu(input):
+    where_ = user_location()
+    value = input._node
+    zero = full(0, value.shape, value.dtype, where_)
+    return wrap(node("where", [node("gt", [value, zero], where_), value, zero], where_),
+                "ReluBackward0", [input])
+
+
+def sigmoid(input):
+    """1 / (1 + exp(-x)) computed without overflow: exp(-|x|) never exceeds 1."""
+    where_ = user_location()
+    value = _floating(input, where_)
+    small = node("exp", [node("neg", [node("abs", [value], where_)], where_)], where_)
+    one = full(1.0, value.shape, value.dtype, where_)
+    positive = node("ge", [value, full(0.0, value.shape, value.dtype, where_)], where_)
+    numerator = node("where", [positive, one, small], where_)
+    return wrap(node("div", [numerator, node("add", [one, small], where_)], where_),
+                "SigmoidBackward0", [input])
+
+
+def _floating(tensor, where_) -> LazyNode:
+    value = tensor._node
+    return value if value.dtype.is_floating_point else cast(value, dtypes.get_default_dtype(), where_)
+
+
+def rsqrt(input):
+    where_ = user_location()
+    return wrap(node("reciprocal", [node("sqrt", [_floating(input, where_)], where_)], where_),
+                "RsqrtBackward0", [input])
+
+
+def square(input):
+    return mul(input, input)
+
+
+def log_softmax(input, dim):
+    where_ = user_location()
+    value = _floating(input, where_)
+    axis = normalize_dim(dim, len(value.shape), "log_softmax")
+    kept = tuple(1 if i == axis else s for i, s in enumerate(value.shape))
+    peak = reshape(node("max", [node_detached(value)], where_, axes=(axis,), keepdims=True), kept, where_)
+    shifted = node("sub", [value, expand(peak, value.shape, where_)], where_)
+    total = node("sum", [node("exp", [shifted], where_)], where_, axes=(axis,), keepdims=True)
+    result = node("sub", [shifted, expand(node("log", [total], where_), value.shape, where_)], where_)
+    return wrap(result, "LogSoftmaxBackward0", [input])
+
+
+def softmax(input, dim):
+    where_ = user_location()
+    value = _floating(input, where_)
+    axis = normalize_dim(dim, len(value.shape), "softmax")
+    peak = node("max", [node_detached(value)], where_, axes=(axis,), keepdims=True)
+    exps = node("exp", [node("sub", [value, expand(peak, value.shape, where_)], where_)], where_)
+    total = node("sum", [exps], where_, axes=(axis,), keepdims=True)
+    return wrap(node("div", [exps, expand(total, value.shape, where_)], where_),
+                "SoftmaxBackward0", [input])
+
+
+def node_detached(value: LazyNode) -> LazyNode:
+    """The same value with no gradient path (the max shift of softmax needs none)."""
+    if not value.requires_grad:
+        return value
+    return make_node("reshape", [value], value.where, False, shape=tuple(value.shape))
+
+
+# ---- reductions ------------------------------------------------------------------------------
+def normalize_dim(dim: int, ndim: int, op: str = "op") -> int:
+    bound = builtins.max(ndim, 1)
+    if not -bound <= dim < bound:
+        raise IndexError(f"{op}: Dimension out of range (expected to be in range of "
+                         f"[{-bound}, {bound - 1}], but got {dim})")
+    return dim % bound
+
+
+def normalize_dims(dim, ndim: int, op: str) -> tuple:
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    if ndim == 0:
+        for d in dims:
+            normalize_dim(d, 0, op)
+        return ()
+    axes = tuple(sorted({normalize_dim(d, ndim, op) for d in dims}))
+    if len(axes) != len(dims):
+        raise RuntimeError(f"{op}: dim appears multiple times in the list of dims")
+    return axes
+
+
+def _reduce(op, value: LazyNode, axes, keepdim, where_) -> LazyNode:
+    return node(op, [value], where_, axes=axes, keepdims=bool(keepdim))
+
+
+def sum(input, dim=None, keepdim=False, *, dtype=None):
+    where_ = user_location()
+    value = input._node
+    target = dtypes.as_dtype(dtype) if dtype is not None else (
+        value.dtype if value.dtype.is_floating_point else dtypes.int64)
+    axes = normalize_dims(dim, input.ndim, "sum")
+    result = _reduce("sum", cast(value, target, where_), axes, keepdim, where_)
+    return wrap(result, "SumBackward0" if dim is None else "SumBackward1", [input])
+
+
+def mean(input, dim=None, keepdim=False, *, dtype=None):
+    where_ = user_location()
+    value = input._node
+    if dtype is not None:
+        value = cast(value, dtypes.as_dtype(dtype), where_)
+    if not value.dtype.is_floating_point:
+        raise op_error("mean", f"could not infer output dtype. Input dtype must be a floating point "
+                               f"dtype, got {value.dtype}", where_, kind=RuntimeError)
+    axes = normalize_dims(dim, input.ndim, "mean")
+    count = math.prod(input._shape[a] for a in axes)
+    total = _reduce("sum", value, axes, keepdim, where_)
+    scale = full(1.0 / count if count else float("nan"), total.shape, value.dtype, where_)
+    return wrap(node("mul", [total, scale], where_), "MeanBackward0" if dim is None else "MeanBackward1",
+                [input])
+
+
+def prod(input, dim=None, keepdim=False, *, dtype=None):
+    where_ = user_location()
+    value = input._node
+    target = dtypes.as_dtype(dtype) if dtype is not None else (
+        value.dtype if value.dtype.is_floating_point else dtypes.int64)
+    axes = normalize_dims(dim, input.ndim, "prod") if dim is not None else tuple(range(input.ndim))
+    return wrap(_reduce("prod", cast(value, target, where_), axes, keepdim, where_),
+                "ProdBackward0" if dim is None else "ProdBackward1", [input])
+
+
+def amax(input, dim=(), keepdim=False):
+    where_ = user_location()
+    axes = normalize_dims(dim if dim != () else None, input.ndim, "amax")
+    _check_nonempty(input, axes, "amax", where_)
+    return wrap(_reduce("max", input._node, axes, keepdim, where_), "AmaxBackward0", [input])
+
+
+def amin(input, dim=(), keepdim=False):
+    where_ = user_location()
+    axes = normalize_dims(dim if dim != () else None, input.ndim, "amin")
+    _check_nonempty(input, axes, "amin", where_)
+    negated = _negate(input._node, where_)
+    return wrap(_negate(_reduce("max", negated, axes, keepdim, where_), where_), "AminBackward0", [input])
+
+
+def _negate(value: LazyNode, where_) -> LazyNode:
+    if value.dtype is dtypes.bool_:
+        return node("logical_not", [value], where_)
+    return node("neg", [value], where_)
+
+
+def _check_nonempty(input, axes, op, where_):
+    if input.numel() == 0 and (not axes or builtins.any(input._shape[a] == 0 for a in axes)):
+        raise op_error(op, "Expected reduction dim to be specified for input.numel() == 0, or the "
+                           "reduced dims to be non-empty", where_, kind=IndexError)
+
+
+def _arg_extremum(input, dim, keepdim, op, negate):
+    where_ = user_location()
+    value = input._node
+    if dim is None:
+        value = reshape(value, (input.numel(),), where_)
+        axis, shape = 0, (input.numel(),)
+    else:
+        axis = normalize_dim(dim, input.ndim, op)
+        shape = input._shape
+    if len(shape) == 0:
+        value = reshape(value, (1,), where_)
+        shape, axis = (1,), 0
+    _check_nonempty(input, (axis,) if dim is not None and input.ndim else (), op, where_)
+    if negate:
+        value = _negate(value, where_)
+    value = node_detached(value)
+    peak = expand(node("max", [value], where_, axes=(axis,), keepdims=True), shape, where_)
+    is_peak = node("eq", [value, peak], where_)
+    # NaN counts as the extremum, as in PyTorch
+    if value.dtype.is_floating_point:
+        is_peak = node("logical_or", [is_peak, node("ne", [value, value], where_)], where_)
+    size = shape[axis]
+    index = node("iota", [], where_, shape=tuple(shape), axis=axis, dtype="int64")
+    # the first index wins: take the max of (size - index) over the peak positions
+    reversed_index = node("sub", [full(size, shape, dtypes.int64, where_), index], where_)
+    candidates = node("where", [is_peak, reversed_index, full(0, shape, dtypes.int64, where_)], where_)
+    best = node("max", [candidates], where_, axes=(axis,), keepdims=bool(keepdim and dim is not None))
+    result = node("sub", [full(size, best.shape, dtypes.int64, where_), best], where_)
+    if dim is None and keepdim:
+        result = reshape(result, (1,) * input.ndim, where_)
+    elif dim is not None and input.ndim == 0:
+        result = reshape(result, (), where_)
+    return Tensor._from_node(result)
+
+
+def argmax(input, dim=None, keepdim=False):
+    return _arg_extremum(input, dim, keepdim, "argmax", negate=False)
+
+
+def argmin(input, dim=None, keepdim=False):
+    return _arg_extremum(input, dim, keepdim, "argmin", negate=True)
+
+
+def _values_at(input, indices, dim, keepdim, grad_name):
+    """Gather input at argmax/argmin indices: the gradient goes to that element only (PyTorch)."""
+    where_ = user_location()
+    axis = normalize_dim(dim, input.ndim, "max")
+    kept = indices._node if keepdim else reshape(indices._node, tuple(
+        1 if i == axis else s for i, s in enumerate(input._shape)), where_)
+    values = node("gather", [input._node, kept], where_, axis=axis)
+    if not keepdim:
+        values = reshape(values, indices._shape, where_)
+    return wrap(values, grad_name, [input])
+
+
+def max(input, dim=None, keepdim=False):
+    if isinstance(dim, Tensor):
+        return maximum(input, dim)
+    if dim is None:
+        return wrap_name(amax(input), "MaxBackward1")
+    if input.ndim == 0:
+        return MaxResult(input.clone(), argmax(input, dim, keepdim))
+    indices = argmax(input, dim, keepdim=keepdim)
+    return MaxResult(_values_at(input, indices, dim, keepdim, "MaxBackward0"), indices)
+
+
+def min(input, dim=None, keepdim=False):
+    if isinstance(dim, Tensor):
+        return minimum(input, dim)
+    if dim is None:
+        return wrap_name(amin(input), "MinBackward1")
+    if input.ndim == 0:
+        return MinResult(input.clone(), argmin(input, dim, keepdim))
+    indices = argmin(input, dim, keepdim=keepdim)
+    return MinResult(_values_at(input, indices, dim, keepdim, "MinBackward0"), indices)
+
+
+def wrap_name(tensor: Tensor, grad_name: str) -> Tensor:
+    if tensor._lazy is not None and tensor._lazy.requires_grad:
+        tensor._lazy.grad_name = grad_name
+    return tensor
+
+
+def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    if correction is None:
+        correction = 1 if unbiased is None or unbiased else 0
+    where_ = user_location()
+    value = _floating(input, where_)
+    axes = normalize_dims(dim, input.ndim, "var")
+    count = math.prod(input._shape[a] for a in axes)
+    total = node("sum", [value], where_, axes=axes, keepdims=True)
+    centre = node("mul", [total, full(1.0 / count if count else float("nan"), total.shape,
+                                          value.dtype, where_)], where_)
+    deviation = node("sub", [value, expand(centre, value.shape, where_)], where_)
+    squares = node("sum", [node("mul", [deviation, deviation], where_)], where_, axes=axes,
+                   keepdims=bool(keepdim))
+    divisor = builtins.max(count - correction, 0)
+    scale = full(1.0 / divisor if divisor else float("nan"), squares.shape, value.dtype, where_)
+    return wrap(node("mul", [squares, scale], where_), "VarBackward0", [input])
+
+
+def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    variance = var(input, dim, unbiased, keepdim, correction=correction)
+    where_ = user_location()
+    return wrap(node("sqrt", [variance._node], where_), "StdBackward0", [input])
+
+
+# ---- contraction -----------------------------------------------------------------------------
+def matmul(input, other):
+    """PyTorch's matmul: vectors promoted to matrices, batch dims broadcast."""
+    where_ = user_location()
+    if not isinstance(other, Tensor) or not isinstance(input, Tensor):
+        raise TypeError("matmul: both operands must be tensors")
+    if input.ndim == 0 or other.ndim == 0:
+        raise op_error("matmul", "both arguments to matmul need to be at least 1D, but they are "
+                                 f"{input.ndim}D and {other.ndim}D", where_, kind=ShapeError)
+    if input.dtype is not other.dtype:
+        raise op_error("matmul", f"expected both operands to have the same dtype, but got "
+                                 f"{input.dtype} and {other.dtype}", where_, kind=TypeError)
+    a, b = input._node, other._node
+    a_shape = (1,) + input._shape if input.ndim == 1 else input._shape
+    b_shape = other._shape + (1,) if other.ndim == 1 else other._shape
+    if a_shape[-1] != b_shape[-2]:
+        raise op_error("matmul", f"mat1 and mat2 shapes cannot be multiplied "
+                                 f"({'x'.join(map(str, a_shape[-2:]))} and "
+                                 f"{'x'.join(map(str, b_shape[-2:]))}); operand shapes are "
+                                 f"{list(input._shape)} and {list(other._shape)}", where_, kind=ShapeError)
+    batch = broadcast_shapes([a_shape[:-2], b_shape[:-2]], "matmul", where_)
+    a = expand(reshape(a, a_shape, where_), batch + a_shape[-2:], where_)
+    b = expand(reshape(b, b_shape, where_), batch + b_shape[-2:], where_)
+    result = node("matmul", [a, b], where_)
+    out_shape = batch + ((a_shape[-2],) if input.ndim > 1 else ()) + ((b_shape[-1],) if other.ndim > 1 else ())
+    name = {(1, 1): "DotBackward0", (2, 1): "MvBackward0", (2, 2): "MmBackward0"}.get(
+        (input.ndim, other.ndim), "BmmBackward0" if input.ndim == other.ndim == 3 else "MatmulBackward0")
+    return wrap(reshape(result, out_shape, where_), name, [input, other])
+
+
+def mm(input, mat2):
+    if input.ndim != 2 or mat2.ndim != 2:
+        raise op_error("mm", f"expected 2-D tensors, got {input.ndim}-D and {mat2.ndim}-D",
+                       user_location(), kind=ShapeError)
+    return matmul(input, mat2)
+
+
+def bmm(input, mat2):
+    if input.ndim != 3 or mat2.ndim != 3:
+        raise op_error("bmm", f"expected 3-D tensors, got {input.ndim}-D and {mat2.ndim}-D",
+                       user_location(), kind=ShapeError)
+    if input._shape[0] != mat2._shape[0]:
+        raise op_error("bmm", f"batch sizes differ: {input._shape[0]} and {mat2._shape[0]}",
+                       user_location(), kind=ShapeError)
+    return matmul(input, mat2)
+
+
+def dot(input, other):
+    if input.ndim != 1 or other.ndim != 1:
+        raise RuntimeError("1D tensors expected, but got "
+                           f"{input.ndim}D and {other.ndim}D tensors")
+    return matmul(input, other)
+
+
+# ---- joining ---------------------------------------------------------------------------------
+def cat(tensors, dim=0):
+    where_ = user_location()
+    tensors = list(tensors)
+    if not tensors:
+        raise op_error("cat", "expected a non-empty list of Tensors", where_, kind=ValueError)
+    # PyTorch skips 1-d empty tensors in cat
+    kept = [t for t in tensors if not (t.ndim == 1 and t._shape[0] == 0)] or tensors[:1]
+    dtype = dtypes.result_type([(t.dtype, 2) for t in tensors])
+    reference = kept[0]
+    axis = normalize_dim(dim, reference.ndim, "cat")
+    for number, t in enumerate(kept):
+        if t.ndim != reference.ndim:
+            raise op_error("cat", f"Tensors must have same number of dimensions: got "
+                                  f"{reference.ndim} and {t.ndim}", where_, kind=ShapeError)
+        for d in range(t.ndim):
+            if d != axis and t._shape[d] != reference._shape[d]:
+                raise op_error("cat", f"Sizes of tensors must match except in dimension {axis}. "
+                                      f"Expected size {reference._shape[d]} but got size "
+                                      f"{t._shape[d]} for tensor number {number} in the list; shapes "
+                                      f"are {[list(x._shape) for x in kept]}", where_, kind=ShapeError)
+    if len(kept) == 1:
+        return wrap(node("reshape", [cast(kept[0]._node, dtype, where_)], where_,
+                         shape=kept[0]._shape), "CatBackward0", tensors)
+    return wrap(node("cat", [cast(t._node, dtype, where_) for t in kept], where_, axis=axis),
+                "CatBackward0", tensors)
+
+
+concat = concatenate = cat
+
+
+def stack(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack expects a non-empty TensorList")
+    first = tensors[0]._shape
+    for number, t in enumerate(tensors):
+        if t._shape != first:
+            raise op_error("stack", f"stack expects each tensor to be equal size, but got "
+                                    f"{list(first)} at entry 0 and {list(t._shape)} at entry {number}",
+                           user_location(), kind=ShapeError)
+    axis = normalize_dim(dim, len(first) + 1, "stack")
+    result = cat([t.unsqueeze(axis) for t in tensors], axis)
+    return wrap_name(result, "StackBackward0")
