@@ -1,0 +1,55 @@
+"""graphc's runtime: source text -> callable programs.
+
+Imports nothing from ``graphc`` or ``codegen`` (numpy and the standard library only; CuPy is
+optional). Modules, one job each:
+
+- ``errors``        CompileError, ToolchainMissing, LoadError
+- ``compiler``      the Compiler interface (``compile(source) -> Artifact``)
+- ``c_compiler``    CCompiler: the system C compiler -> shared library
+- ``openblas``      include/link flags of scipy-openblas32 for ``blas=True``
+- ``nvrtc_library`` ctypes binding to libnvrtc
+- ``cuda_compiler`` NVRTCCompiler (and NvccCompiler as a fallback): CUDA -> PTX / cubin
+- ``cache``         the on-disk build cache (atomic, multi-process safe, self-repairing)
+- ``cprogram``      CProgram: call ``void ENTRY(void **buffers)`` in a loaded library
+- ``elf``           a truncated-library check run before dlopen (which would SIGBUS)
+- ``artifact``      Artifact: a built file and what is known about it
+- ``build``         compile_c / cache_entries / clear_cache over the default cache
+- ``cuda``          cuda_available()
+
+Not yet here: loading PTX/cubin onto a GPU with CuPy and launching kernels in order; it belongs in
+a ``cuda_program.py`` beside ``cprogram.py`` (see ``cuda_compiler.py``).
+"""
+
+from .artifact import Artifact
+from .build import cache_entries, clear_cache, compile_c
+from .c_compiler import CCompiler
+from .cache import BuildCache, CacheEntry, CacheStats, cache_directory, default_cache
+from .compiler import Compiler
+from .cprogram import BoundCall, CProgram
+from .cuda import cuda_available
+from .cuda_compiler import NvccCompiler, NVRTCCompiler, find_cuda_compiler
+from .errors import CompileError, LoadError, MissingEntryPoint, ToolchainMissing
+
+__all__ = [
+    "Artifact",
+    "BoundCall",
+    "BuildCache",
+    "CacheEntry",
+    "CacheStats",
+    "CCompiler",
+    "CompileError",
+    "Compiler",
+    "CProgram",
+    "LoadError",
+    "MissingEntryPoint",
+    "NvccCompiler",
+    "NVRTCCompiler",
+    "ToolchainMissing",
+    "cache_directory",
+    "cache_entries",
+    "clear_cache",
+    "compile_c",
+    "cuda_available",
+    "default_cache",
+    "find_cuda_compiler",
+]
