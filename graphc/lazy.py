@@ -149,6 +149,14 @@ def _leaf_value(lazy: LazyNode):
     return None
 
 
+def check_unchanged(lazy: LazyNode) -> None:
+    """Raise if the buffer or computed value `lazy` stands for was written in place since."""
+    if lazy.buffer is not None:
+        _check_version(lazy, lazy.buffer[0], lazy.buffer[4])
+    elif lazy.realized is not None:
+        _check_version(lazy, *lazy.realized)
+
+
 def _check_version(lazy: LazyNode, storage: Storage, version: int) -> None:
     if storage.version != version:
         raise GraphcError(

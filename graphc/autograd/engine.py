@@ -6,12 +6,13 @@ lazy nodes: gradients stay lazy until used, like every other value.
 """
 from __future__ import annotations
 
-import numpy as np
+import networkx as nx
 
 from graphc import dtypes
 from graphc.autograd.grad_mode import no_grad
 from graphc.errors import GraphcError
-from graphc.lazy import LazyNode, build_graph, graph_to_lazy, make_node, python_scalar_node
+from graphc.lazy import (LazyNode, build_graph, check_unchanged, graph_to_lazy, make_node,
+                         python_scalar_node)
 from graphc.passes.autodiff import autodiff
 
 
@@ -48,6 +49,8 @@ def _seeds(outputs, grad_outputs):
                 raise RuntimeError(f"Mismatch in shape: grad_output[{number}] has a shape of "
                                    f"{list(grad.shape)} and output[{number}] has a shape of "
                                    f"{list(output.shape)}.")
+            if grad.dtype is not output.dtype:  # PyTorch casts the seed to the output's dtype
+                grad = grad.detach().to(output.dtype)
             seeds.append(grad._node)
     return seeds
 
@@ -64,6 +67,7 @@ def derive(output_nodes, seed_nodes, wrt_nodes, create_graph: bool) -> list:
     by_wrt = dict(zip(reachable, grad_ids))
     wanted = [by_wrt.get(i) if i is not None else None for i in wrt_ids]
     present = [g for g in wanted if g is not None]
+    _check_saved_values(graph, present, build.node_of)
     lazy = iter(graph_to_lazy(graph, present, build.node_of))
     results = []
     for grad_id, node in zip(wanted, wrt_nodes):
@@ -75,6 +79,17 @@ def derive(output_nodes, seed_nodes, wrt_nodes, create_graph: bool) -> list:
             value = _detached(value)
         results.append(value)
     return results
+
+
+def _check_saved_values(graph, grad_ids, node_of) -> None:
+    """Raise now (as PyTorch does at backward) if a value the gradients read was modified in place."""
+    needed = set(grad_ids)
+    for grad_id in grad_ids:
+        needed |= nx.ancestors(graph.nx, grad_id)
+    for node_id in sorted(needed):
+        lazy = node_of.get(node_id)
+        if lazy is not None and graph.node(node_id).op == "input":
+            check_unchanged(lazy)
 
 
 def _detached(value: LazyNode) -> LazyNode:
