@@ -1,22 +1,55 @@
 """The realize step's backend: which engine runs a gathered graph.
 
-The NumPy reference interpreter runs everything today; the C backend slots in here, behind the
-same `run(build)` call.
+"c" (the default) compiles a graph structure to native code the second time it is seen and
+replays it from then on; the first time it runs on the NumPy reference interpreter, so interactive
+use never waits for a compiler (tiering). "numpy" always interprets. `GRAPHC_BACKEND` picks the
+default and `GRAPHC_COMPILE_AFTER=N` sets how many interpreted runs come before compiling (0:
+compile at once).
 """
 from __future__ import annotations
 
+import os
+
 from graphc import interpreter
 
-_default = "numpy"
+BACKENDS = ("c", "numpy")
+_default = os.environ.get("GRAPHC_BACKEND", "c")
+_compile_after = int(os.environ.get("GRAPHC_COMPILE_AFTER", "1"))
+_programs: dict = {}    # structure key -> CompiledGraph
+_seen: dict = {}        # structure key -> interpreted runs so far
+stats = {"interpreted": 0, "compiled": 0, "replayed": 0}
 
 
 def run(build) -> list:
     """Run a `GraphBuild` (graph + bindings) and return its outputs' arrays."""
-    return interpreter.evaluate(build.graph, build.bindings)
+    if _default == "numpy":
+        stats["interpreted"] += 1
+        return interpreter.evaluate(build.graph, build.bindings)
+    key = build.key
+    program = _programs.get(key)
+    if program is None:
+        runs = _seen.get(key, 0)
+        if runs < _compile_after:
+            _seen[key] = runs + 1
+            stats["interpreted"] += 1
+            return interpreter.evaluate(build.graph, build.bindings)
+        from graphc.backends.c import CompiledGraph
+        program = _programs[key] = CompiledGraph(build.graph)
+        stats["compiled"] += 1
+    else:
+        stats["replayed"] += 1
+    return program(build.bindings)
 
 
-def set_default(name: str) -> None:
-    global _default
-    if name not in ("numpy",):
-        raise ValueError(f"unknown backend {name!r}; available: 'numpy'")
+def set_default(name: str, compile_after: int | None = None) -> None:
+    """Choose the backend ('c' or 'numpy') and, for 'c', how many interpreted runs come first."""
+    global _default, _compile_after
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
     _default = name
+    if compile_after is not None:
+        _compile_after = compile_after
+
+
+def get_default() -> str:
+    return _default

@@ -76,11 +76,11 @@ elementwise("tanh", floating_only, np.tanh, "tanh({0})",
 elementwise("erf", floating_only, np.vectorize(math.erf, otypes=[np.float64]), "erf({0})",
             lambda e, n, g: [e.mul(g, e.scale(e.exp(e.neg(e.mul(n.inputs[0], n.inputs[0]))),
                                               2.0 / math.sqrt(math.pi)))])
-elementwise("abs", same_as_input, np.abs, "fabs({0})",
+elementwise("abs", same_as_input, np.abs, "GRAPHC_ABS({0})",
             lambda e, n, g: [e.mul(g, e.sign(n.inputs[0]))])
-elementwise("sign", same_as_input, np.sign, "(({0} > 0) - ({0} < 0))",
+elementwise("sign", same_as_input, np.sign, "(({0} > 0) - ({0} < 0) + ({0} - {0}))",
             lambda e, n, g: [None])
-elementwise("floor", same_as_input, np.floor, "floor({0})",
+elementwise("floor", same_as_input, np.floor, "GRAPHC_FLOOR({0})",
             lambda e, n, g: [None])
 elementwise("reciprocal", floating_only, np.reciprocal, "(1 / {0})",
             lambda e, n, g: [e.neg(e.mul(g, e.mul(n.id, n.id)))])
@@ -124,12 +124,12 @@ elementwise("mul", same_as_input, np.multiply, "({0} * {1})",
             lambda e, n, g: [e.mul(g, n.inputs[1]), e.mul(g, n.inputs[0])])
 elementwise("div", same_as_input, np.divide, "({0} / {1})",
             lambda e, n, g: [e.div(g, n.inputs[1]), e.neg(e.div(e.mul(g, n.id), n.inputs[1]))])
-elementwise("pow", same_as_input, np.power, "pow({0}, {1})", _pow_vjp)
-elementwise("maximum", same_as_input, np.maximum, "fmax({0}, {1})", _extremum_vjp("gt"))
-elementwise("minimum", same_as_input, np.minimum, "fmin({0}, {1})", _extremum_vjp("lt"))
-elementwise("floor_divide", same_as_input, np.floor_divide, "floor({0} / {1})",
+elementwise("pow", same_as_input, np.power, "GRAPHC_POW({0}, {1})", _pow_vjp)
+elementwise("maximum", same_as_input, np.maximum, "GRAPHC_MAX({0}, {1})", _extremum_vjp("gt"))
+elementwise("minimum", same_as_input, np.minimum, "GRAPHC_MIN({0}, {1})", _extremum_vjp("lt"))
+elementwise("floor_divide", same_as_input, np.floor_divide, "GRAPHC_FLOORDIV({0}, {1})",
             lambda e, n, g: [None, None], backward_name="FloorDivideBackward0")
-elementwise("remainder", same_as_input, np.remainder, "remainder({0}, {1})",
+elementwise("remainder", same_as_input, np.remainder, "GRAPHC_MOD({0}, {1})",
             lambda e, n, g: [g, e.neg(e.mul(g, e.floor_divide(*n.inputs)))],
             backward_name="RemainderBackward0")
 
@@ -172,4 +172,4 @@ def _cast_vjp(e, n, g):
 
 register(OpDef("cast", ELEMENTWISE, _cast_infer,
                lambda arrays, attrs, shape, dtype: arrays[0].astype(dtype.numpy),
-               _cast_vjp, "(({dtype}) {0})", backward_name="ToCopyBackward0"))
+               _cast_vjp, "(({ctype}){0})", backward_name="ToCopyBackward0"))

@@ -1,0 +1,1 @@
+"""Backends that run a Graph: the NumPy reference interpreter and compiled C."""

@@ -1,0 +1,60 @@
+"""The C backend: a Graph becomes one compiled native program (fuse -> lower -> render -> cc).
+
+A `CompiledGraph` owns its arena of temporaries and reuses it on every call; each call allocates
+only the arrays it returns. Running the graph is one call across the Python boundary.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+
+import runtime
+from codegen import render_program
+from graphc.ir.graph import Graph
+from graphc.lowering import lower_program
+from graphc.lowering.loops import FusionFailed
+from graphc.passes.fuse import fuse
+
+MAX_FUSION_RETRIES = 32
+
+
+def compile_pipeline(graph: Graph):
+    """Graph -> (fusion plan, kernel-IR program, layout, C source), the stages `graphc dump` shows."""
+    forced: set = set()
+    for _ in range(MAX_FUSION_RETRIES):
+        plan = fuse(graph, force_materialize=forced)
+        name = "graph_" + hashlib.sha256(graph.to_json().encode()).hexdigest()[:12]
+        try:
+            program, layout = lower_program(plan, name)
+            break
+        except FusionFailed as failure:
+            forced.add(failure.node_id)
+    else:
+        raise RuntimeError("fusion did not converge")
+    return plan, program, layout, render_program(program)
+
+
+class CompiledGraph:
+    """A graph compiled to native code, callable with its placeholders' arrays."""
+
+    def __init__(self, graph: Graph):
+        started = time.perf_counter()
+        self.graph = graph
+        self.plan, self.program_ir, self.layout, self.source = compile_pipeline(graph)
+        self.program = runtime.compile_c(self.source, "graphc_entry", blas=self.program_ir.uses_blas)
+        self.compile_seconds = time.perf_counter() - started
+        self.cache_hit = self.program.cache_hit
+        # 64-byte aligned arena, owned by this program and reused across calls
+        raw = np.empty(self.layout.arena_bytes + 64, dtype=np.uint8)
+        start = (-raw.ctypes.data) % 64
+        self._arena_owner = raw
+        self.arena = raw[start:start + max(self.layout.arena_bytes, 1)]
+
+    def __call__(self, bindings) -> list:
+        inputs = [np.ascontiguousarray(bindings[name]) for name in self.layout.input_names]
+        outputs = [np.empty(shape, dtype=dtype) for _, shape, dtype in self.layout.outputs]
+        self.program(inputs + outputs + [self.arena])
+        by_name = dict(zip(self.layout.input_names, inputs))
+        return [by_name[key] if kind == "input" else outputs[key] for kind, key in self.layout.results]

@@ -1,0 +1,164 @@
+"""Lower a fused graph to one codegen `Program`: buffers, memory plan, one kernel per KernelPlan.
+
+The program's buffer table: the graph's placeholders (in `graph.placeholders()` order), then one
+buffer per distinct computed output, then the arena holding every temporary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from codegen.kernel_ir import Buffer, Kernel, Program
+from graphc.lowering.contraction import build_conv, build_matmul, cols_elements
+from graphc.lowering.loops import build_loop_kernel
+from graphc.lowering import scatter
+from graphc.passes.fuse import FusionPlan
+from graphc.passes.memory import MemoryPlan, plan_memory
+
+
+@dataclass
+class Layout:
+    """How the runtime binds arrays to the program's buffer table."""
+    input_names: list        # placeholder names, slot order
+    outputs: list            # per distinct output buffer: (node id, shape, numpy dtype)
+    results: list            # per graph output: ("input", name) or ("output", position)
+    arena_bytes: int
+    memory: MemoryPlan
+
+
+def lower_program(plan: FusionPlan, name: str) -> tuple[Program, Layout]:
+    graph = plan.graph
+    buffers, buffer_of = [], {}
+    placeholders = graph.placeholders()
+    for slot, node in enumerate(placeholders):
+        buffer = Buffer(f"in{slot}", node.dtype.c_type, _numel(node.shape), "input", slot)
+        buffers.append(buffer)
+        buffer_of[node.id] = buffer.name
+    output_ids = []
+    for node_id in graph.outputs:
+        if graph.node(node_id).op != "input" and node_id not in output_ids:
+            output_ids.append(node_id)
+    for position, node_id in enumerate(output_ids):
+        node = graph.node(node_id)
+        buffer = Buffer(f"out{position}", node.dtype.c_type, _numel(node.shape), "output",
+                        len(placeholders) + position)
+        buffers.append(buffer)
+        buffer_of[node_id] = buffer.name
+    arena_slot = len(placeholders) + len(output_ids)
+
+    # temporaries and their lifetimes (kernel indices in schedule order)
+    sizes, lifetimes, temp_ids = {}, {}, []
+    for index, kernel in enumerate(plan.kernels):
+        if kernel.root not in buffer_of:
+            node = graph.node(kernel.root)
+            key = f"t{kernel.root}"
+            sizes[key] = _numel(node.shape) * node.dtype.itemsize
+            lifetimes[key] = [index, index]
+            temp_ids.append((kernel.root, key))
+            buffer_of[kernel.root] = key
+        if kernel.kind.startswith("conv2d"):
+            node = graph.node(kernel.root)
+            key = f"scratch{index}"
+            sizes[key] = _conv_scratch(graph, node) * node.dtype.itemsize
+            lifetimes[key] = [index, index]
+    for index, kernel in enumerate(plan.kernels):
+        for source in _reads(graph, plan, kernel):
+            key = buffer_of.get(source)
+            if key in lifetimes:
+                lifetimes[key][1] = max(lifetimes[key][1], index)
+    memory = plan_memory(sizes, {k: tuple(v) for k, v in lifetimes.items()})
+    for key, size in sizes.items():
+        dtype = graph.node(int(key[1:])).dtype.c_type if key.startswith("t") else None
+        if dtype is None:
+            kernel = plan.kernels[int(key[len("scratch"):])]
+            dtype = graph.node(kernel.root).dtype.c_type
+        buffers.append(Buffer(key, dtype, size, "temp", offset=memory.offsets[key]))
+
+    names: dict = {}
+    kernels, uses_blas, uses_random = [], False, False
+    for index, kernel in enumerate(plan.kernels):
+        node = graph.node(kernel.root)
+        if kernel.kind == "matmul":
+            body, blas = build_matmul(graph, kernel, buffer_of, names)
+            uses_blas |= blas
+        elif kernel.kind.startswith("conv2d"):
+            body = build_conv(graph, kernel, buffer_of, f"scratch{index}")
+            uses_blas = True
+        elif kernel.kind == "scatter":
+            body = scatter.build_scatter(graph, kernel, buffer_of, names)
+        else:
+            body = build_loop_kernel(graph, kernel, buffer_of, names)
+        uses_random |= any(graph.node(m).op == "rand" for m in kernel.members)
+        touched = sorted({b.name for b in buffers if _mentions(body, b.name)}, key=_buffer_order(buffers))
+        kernels.append(Kernel(f"kernel_{index}", body, _provenance(graph, kernel), touched,
+                              work=_work(graph, kernel)))
+    program = Program(name, buffers, kernels, arena_slot, memory.arena_bytes, uses_blas, uses_random,
+                      comment=[f"{len(graph)} graph nodes, {len(kernels)} kernels, "
+                               f"arena {memory.arena_bytes} bytes"])
+    results = []
+    for node_id in graph.outputs:
+        node = graph.node(node_id)
+        results.append(("input", node.name) if node.op == "input" else ("output", output_ids.index(node_id)))
+    outputs = [(i, graph.node(i).shape, graph.node(i).dtype.numpy) for i in output_ids]
+    layout = Layout([n.name for n in placeholders], outputs, results, memory.arena_bytes, memory)
+    return program, layout
+
+
+def _numel(shape) -> int:
+    size = 1
+    for s in shape:
+        size *= s
+    return size
+
+
+def _conv_scratch(graph, node) -> int:
+    if node.op == "conv2d":
+        x, w = (graph.node(i).shape for i in node.inputs)
+    elif node.op == "conv2d_weight_grad":
+        x, w = graph.node(node.inputs[0]).shape, node.attrs["weight_shape"]
+    else:
+        x, w = node.attrs["input_shape"], graph.node(node.inputs[1]).shape
+    return cols_elements(node.attrs, x, w)
+
+
+def _reads(graph, plan, kernel) -> set:
+    members = set(kernel.members)
+    found = set()
+    for member in members:
+        for source in graph.node(member).inputs:
+            if source not in members:
+                found.add(source)
+    return found
+
+
+def _mentions(statements, name: str) -> bool:
+    from codegen.render_c import render_statements
+    text = render_statements(statements, 0)
+    import re
+    return re.search(rf"\b{re.escape(name)}\b", text) is not None
+
+
+def _buffer_order(buffers):
+    order = {b.name: i for i, b in enumerate(buffers)}
+    return lambda name: order[name]
+
+
+def _provenance(graph, kernel) -> list:
+    """Comment lines: the nodes a kernel computes and the user lines they came from."""
+    lines = [f"{kernel.kind} kernel writing %{kernel.root}"]
+    by_line: dict = {}
+    for member in kernel.members:
+        node = graph.node(member)
+        by_line.setdefault(node.where or "<graphc>", []).append(f"%{member} {node.op}")
+    for where, ops in by_line.items():
+        lines.append(f"{where}: {', '.join(ops)}")
+    return lines
+
+
+def _work(graph, kernel) -> int:
+    node = graph.node(kernel.root)
+    work = _numel(node.shape)
+    for member in kernel.members:
+        member_node = graph.node(member)
+        if member_node.op in ("sum", "max", "prod"):
+            work = max(work, _numel(graph.node(member_node.inputs[0]).shape))
+    return work

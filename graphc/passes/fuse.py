@@ -1,0 +1,172 @@
+"""Fusion: decide which values get memory, and group the rest into the kernels that compute them.
+
+A value is materialized (given a buffer) only where it must be: graph outputs, contraction and
+scatter results and operands, reductions that cannot run inside their consumer's loop, and
+non-trivial values needed by more than one kernel. Every other node is inlined into the kernel of
+each value that uses it: elementwise chains and views become one loop with index arithmetic, and a
+reduction over the trailing axes of its consumer's domain runs inside that consumer's loop nest
+(a row softmax is one kernel: max, sum and the normalized write share the row loop).
+
+The result is an analysis (`FusionPlan`); lowering turns each `KernelPlan` into codegen's kernel IR.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from graphc.ir.graph import Graph
+from graphc.ops import CONTRACTION, ELEMENTWISE, MOVEMENT, REDUCE, SOURCE, table
+
+# values that are cheap to recompute in every kernel that reads them: loads and index arithmetic
+TRIVIAL_OPS = {"reshape", "permute", "expand", "slice", "pad", "cat", "gather", "constant", "iota", "cast"}
+
+
+@dataclass
+class KernelPlan:
+    """One kernel: it writes `root`'s value; `members` are the nodes computed inside it."""
+    root: int
+    kind: str  # 'pointwise' | 'reduce' | 'matmul' | 'conv2d' | 'conv2d_input_grad' | 'conv2d_weight_grad' | 'scatter'
+    members: list = field(default_factory=list)
+    inner_axes: int = 0  # trailing axes of the root's domain reduced by fused reductions
+
+
+@dataclass
+class FusionPlan:
+    graph: Graph
+    materialized: set
+    kernels: list
+
+    def kernel_of(self, node_id: int) -> KernelPlan:
+        for kernel in self.kernels:
+            if node_id in kernel.members:
+                return kernel
+        raise KeyError(node_id)
+
+    def describe(self) -> str:
+        lines = []
+        for index, kernel in enumerate(self.kernels):
+            ops = ", ".join(f"%{m} {self.graph.node(m).op}" for m in kernel.members)
+            lines.append(f"kernel {index} [{kernel.kind}] writes %{kernel.root}: {ops}")
+        return "\n".join(lines)
+
+
+def kernel_kind(op: str) -> str:
+    if op == "matmul":
+        return "matmul"
+    if op.startswith("conv2d"):
+        return op
+    if op == "scatter_add":
+        return "scatter"
+    if table.get(op).category == REDUCE:
+        return "reduce"
+    return "pointwise"
+
+
+def gemm_operand(graph: Graph, node_id: int):
+    """How BLAS can read a matmul operand without a copy: (base, transposed, batch_broadcast).
+
+    Accepted: a materializable base, optionally behind a permute swapping the last two axes and an
+    expand of leading batch axes (stride 0 between batches). None when a copy is needed.
+    """
+    node = graph.node(node_id)
+    broadcast = False
+    if node.op == "expand":
+        source = graph.node(node.inputs[0])
+        lead = len(node.shape) - len(source.shape)
+        batch_source = (1,) * lead + source.shape
+        if batch_source[-2:] != node.shape[-2:] or any(s != 1 for s in batch_source[:-2]):
+            return None
+        broadcast, node = True, source
+        if node.op == "reshape" and node.shape[-2:] == graph.node(node.inputs[0]).shape[-2:] and \
+                all(s == 1 for s in node.shape[:-2]) and len(graph.node(node.inputs[0]).shape) == 2:
+            node = graph.node(node.inputs[0])
+    transposed = False
+    if node.op == "permute":
+        rank = len(node.shape)
+        if tuple(node.attrs["dims"]) == tuple(range(rank - 2)) + (rank - 1, rank - 2):
+            transposed, node = True, graph.node(node.inputs[0])
+    if node.op in ("constant", "iota"):
+        return None
+    return node.id, transposed, broadcast
+
+
+def fuse(graph: Graph, force_materialize=()) -> FusionPlan:
+    """Plan kernels for `graph` (which is not modified)."""
+    order = graph.topo_order()
+    outputs = set(graph.outputs)
+    forced = set(force_materialize)
+    needs_memory = set()  # operands that a contraction or scatter reads from memory
+    for node_id in order:
+        node = graph.node(node_id)
+        kind = kernel_kind(node.op) if node.op != "input" else None
+        if kind in ("matmul",):
+            for operand in node.inputs:
+                layout = gemm_operand(graph, operand)
+                needs_memory.add(layout[0] if layout is not None else operand)
+        elif kind in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad"):
+            needs_memory.update(node.inputs)
+        elif kind == "scatter":
+            needs_memory.add(node.inputs[0])
+
+    materialized: set = set()
+    roots_of: dict = {}
+    inner_axes: dict = {}
+    for node_id in reversed(order):
+        node = graph.node(node_id)
+        if node.op == "input":
+            continue
+        users = graph.users(node_id)
+        roots = set()
+        for user in users:
+            roots |= roots_of.get(user, set())
+        kind = kernel_kind(node.op)
+        must = (node_id in outputs or node_id in forced or node_id in needs_memory
+                or kind != "pointwise" and kind != "reduce")
+        if kind == "reduce" and not must and _row_fusable(graph, node, roots, inner_axes):
+            [root] = roots
+            inner_axes[root] = len(node.attrs["axes"])
+            roots_of[node_id] = roots
+            continue
+        if kind == "reduce" or must or (len(roots) > 1 and node.op not in TRIVIAL_OPS):
+            materialized.add(node_id)
+            roots_of[node_id] = {node_id}
+        elif roots:
+            roots_of[node_id] = roots
+        # a node with no users and not an output is dead: nothing computes it
+
+    kernels = []
+    for node_id in order:
+        if node_id in materialized:
+            kernels.append(KernelPlan(node_id, kernel_kind(graph.node(node_id).op),
+                                      inner_axes=inner_axes.get(node_id, 0)))
+    by_root = {k.root: k for k in kernels}
+    for node_id in order:
+        if graph.node(node_id).op == "input":
+            continue
+        for root in sorted(roots_of.get(node_id, ())):
+            by_root[root].members.append(node_id)
+    return FusionPlan(graph, materialized, kernels)
+
+
+def _row_fusable(graph: Graph, node, roots: set, inner_axes: dict) -> bool:
+    """Can reduction `node` run inside the loop nest of the single kernel that uses it?"""
+    if len(roots) != 1:
+        return False
+    [root] = roots
+    root_node = graph.node(root)
+    source_shape = graph.node(node.inputs[0]).shape
+    axes = tuple(node.attrs["axes"])
+    rank = len(source_shape)
+    if not axes or axes != tuple(range(rank - len(axes), rank)):
+        return False
+    root_kind = kernel_kind(root_node.op)
+    if root_kind == "pointwise":
+        domain = root_node.shape
+    elif root_kind == "reduce":
+        if tuple(root_node.attrs["axes"]) != axes:
+            return False
+        domain = graph.node(root_node.inputs[0]).shape
+    else:
+        return False
+    if tuple(domain) != tuple(source_shape):
+        return False
+    return inner_axes.get(root, len(axes)) == len(axes)
