@@ -228,9 +228,18 @@ def realize_storages(storages) -> None:
         return
     from graphc import backend
     build = build_graph([s.lazy_node for s in storages])
-    results = backend.run(build)
+    _adopt(storages, backend.run(build))
+
+
+def _adopt(storages, results) -> None:
+    """Store results; an array returned for two outputs (simplify may merge them) is copied."""
+    taken = set()
     for storage, value in zip(storages, results):
-        storage.store(np.asarray(value))
+        value = np.asarray(value)
+        if id(value) in taken:
+            value = value.copy()
+        taken.add(id(value))
+        storage.store(value)
 
 
 def realize_all_pending(extra=()) -> list[np.ndarray]:
@@ -242,8 +251,7 @@ def realize_all_pending(extra=()) -> list[np.ndarray]:
     from graphc import backend
     build = build_graph([s.lazy_node for s in storages] + extra)
     results = backend.run(build)
-    for storage, value in zip(storages, results):
-        storage.store(np.asarray(value))
+    _adopt(storages, results)
     return results[len(storages):]
 
 

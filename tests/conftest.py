@@ -10,6 +10,14 @@ import pytest
 SESSION_SEED = int(os.environ.get("GRAPHC_TEST_SEED", random.SystemRandom().randrange(2 ** 31)))
 
 
+def pytest_configure(config):
+    # Tests exercise what users run: the C backend, compiling every graph at its first run
+    # (GRAPHC_COMPILE_AFTER=1 restores tiering). The build cache makes reruns cheap.
+    from graphc import backend
+    backend.set_default(os.environ.get("GRAPHC_BACKEND", "c"),
+                        compile_after=int(os.environ.get("GRAPHC_COMPILE_AFTER", "0")))
+
+
 def pytest_report_header(config):
     return f"graphc test seed: GRAPHC_TEST_SEED={SESSION_SEED}"
 

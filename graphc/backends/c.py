@@ -16,12 +16,17 @@ from graphc.ir.graph import Graph
 from graphc.lowering import lower_program
 from graphc.lowering.loops import FusionFailed
 from graphc.passes.fuse import fuse
+from graphc.passes.simplify import simplify
 
 MAX_FUSION_RETRIES = 32
 
 
 def compile_pipeline(graph: Graph):
-    """Graph -> (fusion plan, kernel-IR program, layout, C source), the stages `graphc dump` shows."""
+    """Graph -> (fusion plan, kernel-IR program, layout, C source), the stages `graphc dump` shows.
+
+    The plan's graph is the simplified one (same placeholders, outputs in the same positions).
+    """
+    graph, _ = simplify(graph)
     forced: set = set()
     for _ in range(MAX_FUSION_RETRIES):
         plan = fuse(graph, force_materialize=forced)
@@ -41,9 +46,9 @@ class CompiledGraph:
 
     def __init__(self, graph: Graph):
         started = time.perf_counter()
-        self.graph = graph
         self.plan, self.program_ir, self.layout, self.source = compile_pipeline(graph)
         self.program = runtime.compile_c(self.source, "graphc_entry", blas=self.program_ir.uses_blas)
+        self.graph = self.plan.graph
         self.compile_seconds = time.perf_counter() - started
         self.cache_hit = self.program.cache_hit
         # 64-byte aligned arena, owned by this program and reused across calls

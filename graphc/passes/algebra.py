@@ -1,0 +1,116 @@
+"""Algebraic identities: operations that give back an operand, or a value known in advance.
+
+"1" and "0" are uniform values: a 0-d constant, possibly seen through views (``expand``).
+
+    x * 1, 1 * x, x / 1, x + 0, 0 + x, x - 0   -> x
+    neg(neg(x)), cast(x) to x's own dtype        -> x
+    where(c, x, x), where(true, x, y)            -> x;  where(false, x, y) -> y
+    a reduction over no axes                     -> x
+    x + neg(y), neg(y) + x                       -> x - y;  x - neg(y) -> x + y
+    x * 0, 0 * x  (integer and bool only)        -> 0
+
+Integer results stay bitwise equal. Float rewrites are exact in IEEE arithmetic: x * 0 is not
+folded for floats (inf * 0 and nan * 0 are nan), nor x / 1 for integers (the reference divides
+in float64). The one float difference is the sign of a zero: x + 0 (and a sum over no axes,
+which adds 0) gives +0.0 for x = -0.0, and the rewrite keeps -0.0; the two compare equal.
+"""
+from __future__ import annotations
+
+from graphc import dtypes
+from graphc.ir.graph import Graph, Node
+from graphc.ops import REDUCE, is_category
+from graphc.passes.rewrite import holds, replace, uniform_constant
+
+
+def simplify_algebra(graph: Graph) -> tuple[Graph, bool]:
+    """A copy of `graph` with algebraic identities applied; and whether any applied."""
+    graph = graph.copy()
+    changed = False
+    for node_id in graph.topo_order():
+        node = graph.node(node_id)
+        rule = RULES.get(node.op)
+        if rule is None and is_category(node.op, REDUCE):
+            rule = _reduce
+        replacement = rule(graph, node) if rule else None
+        if replacement is not None:
+            replace(graph, node_id, replacement)
+            changed = True
+    return graph, changed
+
+
+def _is_neg(graph: Graph, node_id: int) -> bool:
+    return graph.node(node_id).op == "neg"
+
+
+def _mul(graph: Graph, node: Node):
+    x, y = node.inputs
+    if holds(graph, y, 1):
+        return x
+    if holds(graph, x, 1):
+        return y
+    if not node.dtype.is_floating_point:  # x * 0 is 0 only where there is no inf or nan
+        if holds(graph, y, 0):
+            return y
+        if holds(graph, x, 0):
+            return x
+    return None
+
+
+def _add(graph: Graph, node: Node):
+    x, y = node.inputs
+    if holds(graph, y, 0):
+        return x
+    if holds(graph, x, 0):
+        return y
+    if _is_neg(graph, y):  # x + (-y) is x - y, bit for bit
+        return graph.call("sub", [x, graph.node(y).inputs[0]], node.where)
+    if _is_neg(graph, x):
+        return graph.call("sub", [y, graph.node(x).inputs[0]], node.where)
+    return None
+
+
+def _sub(graph: Graph, node: Node):
+    x, y = node.inputs
+    if node.dtype is dtypes.bool_:  # numpy refuses to subtract bools: keep the error
+        return None
+    if holds(graph, y, 0):
+        return x
+    if _is_neg(graph, y):
+        return graph.call("add", [x, graph.node(y).inputs[0]], node.where)
+    return None
+
+
+def _div(graph: Graph, node: Node):
+    x, y = node.inputs
+    if node.dtype.is_floating_point and holds(graph, y, 1):
+        return x
+    return None
+
+
+def _neg(graph: Graph, node: Node):
+    source = graph.node(node.inputs[0])
+    if source.op != "neg" or node.dtype is dtypes.bool_:  # numpy refuses to negate bools
+        return None
+    return source.inputs[0]
+
+
+def _cast(graph: Graph, node: Node):
+    source = graph.node(node.inputs[0])
+    return source.id if source.dtype is node.dtype else None
+
+
+def _where(graph: Graph, node: Node):
+    condition, x, y = node.inputs
+    if x == y:
+        return x
+    if uniform_constant(graph, condition) is not None:
+        return x if holds(graph, condition, True) else y
+    return None
+
+
+def _reduce(graph: Graph, node: Node):
+    return node.inputs[0] if not node.attrs["axes"] else None
+
+
+RULES = {"mul": _mul, "add": _add, "sub": _sub, "div": _div, "neg": _neg, "cast": _cast,
+         "where": _where}
