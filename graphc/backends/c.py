@@ -6,6 +6,7 @@ only the arrays it returns. Running the graph is one call across the Python boun
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 
 import numpy as np
@@ -19,6 +20,8 @@ from graphc.passes.fuse import fuse
 from graphc.passes.simplify import simplify
 
 MAX_FUSION_RETRIES = 32
+RECYCLE_BYTES = 1 << 20     # outputs this large are recycled between calls
+SPARES_PER_OUTPUT = 2       # y = f(x) in a loop holds the previous result while computing the next
 
 
 def compile_pipeline(graph: Graph):
@@ -57,9 +60,27 @@ class CompiledGraph:
         self._arena_owner = raw
         self.arena = raw[start:start + max(self.layout.arena_bytes, 1)]
 
+        # output arrays of earlier calls, reused once nobody else holds them (a fresh large array
+        # costs page faults on first touch, often more than the arithmetic that fills it)
+        self._spare_outputs = [[] for _ in self.layout.outputs]
+
+    def _output_array(self, position: int) -> np.ndarray:
+        _, shape, dtype = self.layout.outputs[position]
+        spares = self._spare_outputs[position]
+        for array in spares:
+            # references: the list, the loop variable and getrefcount's argument
+            if sys.getrefcount(array) <= 3:
+                return array
+        array = np.empty(shape, dtype=dtype)
+        if array.nbytes >= RECYCLE_BYTES:
+            if len(spares) >= SPARES_PER_OUTPUT:
+                spares.pop(0)
+            spares.append(array)
+        return array
+
     def __call__(self, bindings) -> list:
         inputs = [np.ascontiguousarray(bindings[name]) for name in self.layout.input_names]
-        outputs = [np.empty(shape, dtype=dtype) for _, shape, dtype in self.layout.outputs]
+        outputs = [self._output_array(k) for k in range(len(self.layout.outputs))]
         self.program(inputs + outputs + [self.arena])
         by_name = dict(zip(self.layout.input_names, inputs))
         return [by_name[key] if kind == "input" else outputs[key] for kind, key in self.layout.results]

@@ -15,7 +15,7 @@ BLAS_TYPES = ("float", "double")
 
 def build_matmul(graph, kernel_plan, buffer_of, names) -> tuple[list, bool]:
     """Statements for a matmul kernel, and whether they call BLAS."""
-    node = graph.node(kernel_plan.root)
+    node = graph.node(kernel_plan.contraction_node)
     a, b = (graph.node(i) for i in node.inputs)
     layouts = [gemm_operand(graph, i) for i in node.inputs]
     if node.dtype.c_type in BLAS_TYPES and all(l is not None and l[0] in buffer_of for l in layouts):
@@ -37,9 +37,10 @@ def _gemm(graph, node, a, b, layouts, buffer_of) -> Gemm:
 
 
 def _loop_matmul(graph, kernel_plan, buffer_of, names) -> list:
-    node = graph.node(kernel_plan.root)
+    node = graph.node(kernel_plan.contraction_node)
     a_id, b_id = node.inputs
-    builder = LoopKernelBuilder(graph, [m for m in kernel_plan.members if m != node.id], buffer_of, names)
+    members = kernel_plan.contraction_members or kernel_plan.members
+    builder = LoopKernelBuilder(graph, [m for m in members if m != node.id], buffer_of, names)
     out_vars = [builder.fresh("i") for _ in node.shape]
     reduce_var = builder.fresh("r")
     builder.push()
@@ -94,7 +95,7 @@ def _im2col(g, x, cols, ctype) -> list:
 
 def build_conv(graph, kernel_plan, buffer_of, scratch) -> list:
     """Statements for conv2d, conv2d_input_grad or conv2d_weight_grad; `scratch` is the cols buffer."""
-    node = graph.node(kernel_plan.root)
+    node = graph.node(kernel_plan.contraction_node)
     kind = node.op
     ctype = node.dtype.c_type
     if kind == "conv2d":

@@ -65,6 +65,7 @@ class LoopKernelBuilder:
         self.names = names            # shared counter source for temporaries
         self.scopes: list[Scope] = []
         self.outer_depth = 0          # scopes[outer_depth - 1] is where fused reductions go
+        self.in_place = (None, None)  # (node, index): a value read in place, only at that index
 
     # ---- naming and scopes ---------------------------------------------------------------------
     def fresh(self, prefix: str) -> str:
@@ -97,6 +98,8 @@ class LoopKernelBuilder:
             return cached
         node = self.graph.node(node_id)
         if node_id not in self.members:
+            if node_id == self.in_place[0] and index != self.in_place[1]:
+                raise FusionFailed(node_id)  # read elsewhere than it is written: needs its own buffer
             buffer = self.buffer_of[node_id]
             expr = Load(buffer, ix.linear(index, node.shape))
         elif table.get(node.op).category == REDUCE:
@@ -264,7 +267,8 @@ def _variables(expr_or_index) -> set:
 def build_loop_kernel(graph, kernel_plan, buffer_of, names) -> list:
     """Statements of a pointwise or reduction kernel writing `kernel_plan.root`'s buffer."""
     root = graph.node(kernel_plan.root)
-    builder = LoopKernelBuilder(graph, kernel_plan.members, buffer_of, names)
+    members = [m for m in kernel_plan.members if m not in kernel_plan.contraction_members]
+    builder = LoopKernelBuilder(graph, members, buffer_of, names)
     output = buffer_of[root.id]
     if kernel_plan.kind == "reduce":
         outer_shape, inner_shape = root.shape, ()
@@ -283,6 +287,7 @@ def build_loop_kernel(graph, kernel_plan, buffer_of, names) -> list:
     elif inner_vars:
         builder.push(inner_vars)
         index = tuple(Var(v) for v in outer_vars + inner_vars)
+        builder.in_place = (kernel_plan.contraction, index)
         value = builder.value(root.id, index)
         builder.emit(Store(output, ix.linear(index, root.shape), value))
         body = builder.pop()
@@ -291,6 +296,7 @@ def build_loop_kernel(graph, kernel_plan, buffer_of, names) -> list:
             builder.emit(statement)
     else:
         index = tuple(Var(v) for v in outer_vars)
+        builder.in_place = (kernel_plan.contraction, index)
         value = builder.value(root.id, index)
         builder.emit(Store(output, ix.linear(index, root.shape), value))
     body = builder.pop()

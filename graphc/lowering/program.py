@@ -45,18 +45,24 @@ def lower_program(plan: FusionPlan, name: str) -> tuple[Program, Layout]:
         buffer_of[node_id] = buffer.name
     arena_slot = len(placeholders) + len(output_ids)
 
+    # an epilogue kernel's contraction writes straight into the kernel's output buffer
+    for kernel in plan.kernels:
+        if kernel.contraction is not None and kernel.root in buffer_of:
+            buffer_of[kernel.contraction] = buffer_of[kernel.root]
+
     # temporaries and their lifetimes (kernel indices in schedule order)
-    sizes, lifetimes, temp_ids = {}, {}, []
+    sizes, lifetimes = {}, {}
     for index, kernel in enumerate(plan.kernels):
         if kernel.root not in buffer_of:
             node = graph.node(kernel.root)
             key = f"t{kernel.root}"
             sizes[key] = _numel(node.shape) * node.dtype.itemsize
             lifetimes[key] = [index, index]
-            temp_ids.append((kernel.root, key))
             buffer_of[kernel.root] = key
+            if kernel.contraction is not None:
+                buffer_of[kernel.contraction] = key
         if kernel.kind.startswith("conv2d"):
-            node = graph.node(kernel.root)
+            node = graph.node(kernel.contraction_node)
             key = f"scratch{index}"
             sizes[key] = _conv_scratch(graph, node) * node.dtype.itemsize
             lifetimes[key] = [index, index]
@@ -67,26 +73,27 @@ def lower_program(plan: FusionPlan, name: str) -> tuple[Program, Layout]:
                 lifetimes[key][1] = max(lifetimes[key][1], index)
     memory = plan_memory(sizes, {k: tuple(v) for k, v in lifetimes.items()})
     for key, size in sizes.items():
-        dtype = graph.node(int(key[1:])).dtype.c_type if key.startswith("t") else None
-        if dtype is None:
-            kernel = plan.kernels[int(key[len("scratch"):])]
-            dtype = graph.node(kernel.root).dtype.c_type
+        if key.startswith("t"):
+            dtype = graph.node(int(key[1:])).dtype.c_type
+        else:
+            dtype = graph.node(plan.kernels[int(key[len("scratch"):])].contraction_node).dtype.c_type
         buffers.append(Buffer(key, dtype, size, "temp", offset=memory.offsets[key]))
 
     names: dict = {}
     kernels, uses_blas, uses_random = [], False, False
     for index, kernel in enumerate(plan.kernels):
-        node = graph.node(kernel.root)
+        body = []
         if kernel.kind == "matmul":
-            body, blas = build_matmul(graph, kernel, buffer_of, names)
+            statements, blas = build_matmul(graph, kernel, buffer_of, names)
+            body += statements
             uses_blas |= blas
         elif kernel.kind.startswith("conv2d"):
-            body = build_conv(graph, kernel, buffer_of, f"scratch{index}")
+            body += build_conv(graph, kernel, buffer_of, f"scratch{index}")
             uses_blas = True
         elif kernel.kind == "scatter":
-            body = scatter.build_scatter(graph, kernel, buffer_of, names)
-        else:
-            body = build_loop_kernel(graph, kernel, buffer_of, names)
+            body += scatter.build_scatter(graph, kernel, buffer_of, names)
+        if kernel.kind == "pointwise" or kernel.kind == "reduce" or kernel.contraction is not None:
+            body += build_loop_kernel(graph, kernel, buffer_of, names)
         uses_random |= any(graph.node(m).op == "rand" for m in kernel.members)
         touched = sorted({b.name for b in buffers if _mentions(body, b.name)}, key=_buffer_order(buffers))
         kernels.append(Kernel(f"kernel_{index}", body, _provenance(graph, kernel), touched,
@@ -144,7 +151,8 @@ def _buffer_order(buffers):
 
 def _provenance(graph, kernel) -> list:
     """Comment lines: the nodes a kernel computes and the user lines they came from."""
-    lines = [f"{kernel.kind} kernel writing %{kernel.root}"]
+    lines = [f"{kernel.kind} kernel writing %{kernel.root}"
+             + (f" (epilogue of %{kernel.contraction} fused)" if kernel.contraction is not None else "")]
     by_line: dict = {}
     for member in kernel.members:
         node = graph.node(member)

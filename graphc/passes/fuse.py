@@ -27,6 +27,13 @@ class KernelPlan:
     kind: str  # 'pointwise' | 'reduce' | 'matmul' | 'conv2d' | 'conv2d_input_grad' | 'conv2d_weight_grad' | 'scatter'
     members: list = field(default_factory=list)
     inner_axes: int = 0  # trailing axes of the root's domain reduced by fused reductions
+    contraction: int | None = None  # a matmul/conv whose output this pointwise kernel finishes in place
+    contraction_members: list = field(default_factory=list)  # the contraction and its operand views
+
+    @property
+    def contraction_node(self) -> int:
+        """The matmul/conv node this kernel runs (the root itself unless it has an epilogue)."""
+        return self.contraction if self.contraction is not None else self.root
 
 
 @dataclass
@@ -133,18 +140,55 @@ def fuse(graph: Graph, force_materialize=()) -> FusionPlan:
             roots_of[node_id] = roots
         # a node with no users and not an output is dead: nothing computes it
 
+    epilogues = _epilogues(graph, materialized, roots_of, outputs | forced)
     kernels = []
     for node_id in order:
-        if node_id in materialized:
-            kernels.append(KernelPlan(node_id, kernel_kind(graph.node(node_id).op),
-                                      inner_axes=inner_axes.get(node_id, 0)))
+        if node_id in materialized and node_id not in epilogues.values():
+            kernel = KernelPlan(node_id, kernel_kind(graph.node(node_id).op),
+                                inner_axes=inner_axes.get(node_id, 0))
+            if node_id in epilogues:
+                kernel.contraction = epilogues[node_id]
+                kernel.kind = kernel_kind(graph.node(kernel.contraction).op)
+            kernels.append(kernel)
+    materialized -= set(epilogues.values())
     by_root = {k.root: k for k in kernels}
+    redirect = {contraction: root for root, contraction in epilogues.items()}
     for node_id in order:
         if graph.node(node_id).op == "input":
             continue
         for root in sorted(roots_of.get(node_id, ())):
-            by_root[root].members.append(node_id)
+            kernel = by_root[redirect.get(root, root)]
+            kernel.members.append(node_id)
+            if root in redirect:
+                kernel.contraction_members.append(node_id)
     return FusionPlan(graph, materialized, kernels)
+
+
+def _epilogues(graph: Graph, materialized: set, roots_of: dict, keep: set) -> dict:
+    """Pointwise root -> the matmul/conv whose result it finishes (bias, activation).
+
+    The contraction writes straight into the root's buffer and the root's loop then reads and
+    rewrites it in place, element by element, so the raw product never gets a buffer of its own.
+    """
+    epilogues = {}
+    for node_id in materialized:
+        node = graph.node(node_id)
+        if kernel_kind(node.op) not in ("matmul", "conv2d") or node_id in keep:
+            continue
+        users = graph.users(node_id)
+        roots = set()
+        for user in users:
+            if user in materialized:
+                roots.add(None)
+            roots |= roots_of.get(user, {None})
+        if len(roots) != 1 or None in roots:
+            continue
+        [root] = roots
+        root_node = graph.node(root)
+        if (kernel_kind(root_node.op) == "pointwise" and root_node.shape == node.shape
+                and root_node.dtype is node.dtype and root not in epilogues):
+            epilogues[root] = node_id
+    return epilogues
 
 
 def _row_fusable(graph: Graph, node, roots: set, inner_axes: dict) -> bool:
