@@ -39,13 +39,42 @@ def _nested_values(data):
     if isinstance(data, Tensor):
         return np.array(data._value())
     if isinstance(data, (list, tuple)):
-        return np.array([_nested_values(d) for d in data]) if data else np.array([], dtype=np.float32)
+        if not data:
+            return np.array([], dtype=np.float32)
+        items = [_nested_values(d) for d in data]
+        if any(item.shape != items[0].shape for item in items):
+            raise ValueError(f"tensor(): ragged nested sequences: the items have shapes "
+                             f"{[list(i.shape) for i in items]}; every item must have the same shape")
+        return np.array(items)
     return np.array(data)
+
+
+def _element_dtype(data):
+    """PyTorch's inference for nested data: the promotion of every element's own dtype (Python
+    floats the default float, ints int64; tensors and NumPy values keep theirs); None if empty."""
+    if isinstance(data, Tensor):
+        return data.dtype
+    if isinstance(data, (np.ndarray, np.generic)):
+        return dtypes.from_numpy(data.dtype)
+    if isinstance(data, (list, tuple)):
+        result = None
+        for item in data:
+            dtype = _element_dtype(item)
+            if dtype is not None:
+                result = dtype if result is None else dtypes.promote_types(result, dtype)
+        return result
+    if isinstance(data, (bool, int, float)):
+        return dtypes.scalar_dtype(data)
+    raise TypeError(f"Could not infer dtype of {type(data).__name__}")
 
 
 def _infer_dtype(data, array: np.ndarray):
     if isinstance(data, np.ndarray) or (isinstance(data, np.generic)):
         return dtypes.from_numpy(array.dtype)
+    if isinstance(data, (list, tuple)):
+        inferred = _element_dtype(data)
+        if inferred is not None:
+            return inferred
     kind = array.dtype.kind
     if kind == "b":
         return dtypes.bool_
@@ -64,8 +93,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
         inferred = data.dtype
     else:
         array = _nested_values(data)
-        inferred = _infer_dtype(data, array) if array.size or array.ndim != 1 or data != [] else \
-            dtypes.get_default_dtype()
+        inferred = _infer_dtype(data, array)
     target = dtypes.as_dtype(dtype) if dtype is not None else inferred
     return Tensor._from_array(np.array(array, dtype=target.numpy), requires_grad=requires_grad)
 
@@ -90,7 +118,10 @@ def from_numpy(array: np.ndarray) -> Tensor:
     if array.dtype not in {d.numpy for d in dtypes.ALL}:
         raise TypeError(f"can't convert np.ndarray of type {array.dtype}. The only supported types "
                         "are: float64, float32, int64, int32, and bool.")
-    return Tensor._from_array(array, share=True)
+    result = Tensor._from_array(array, share=True)
+    from graphc.tensor import _expose
+    _expose(result._storage)    # NumPy code may write it: ops reading it compute at once
+    return result
 
 
 def _filled(shape, value, dtype, requires_grad, device=None) -> Tensor:
@@ -208,13 +239,21 @@ def initial_seed() -> int:
 
 
 def _uniform_nodes(shape, lanes, generator, where):
-    key = (generator or default_generator).next_key(math.prod(shape))
+    from graphc.compile import tracer
+    context = tracer.active()
+    generator = generator or default_generator
+    count = math.prod(shape)
+    key = context.random_key(generator, count) if context is not None else generator.next_key(count)
     return [make_node("rand", [key._node], where, False, shape=shape, lane=lane) for lane in lanes]
 
 
 def _random_tensor(value: LazyNode, dtype, requires_grad) -> Tensor:
     from graphc import tensor_ops
     where = value.where
+    if dtype is not None and not dtypes.as_dtype(dtype).is_floating_point:
+        from graphc.errors import op_error
+        raise op_error("rand", f"random floats can't be made as {dtypes.as_dtype(dtype)}: use a "
+                               f"floating-point dtype, or randint for integers", where, kind=TypeError)
     if dtype is not None and dtypes.as_dtype(dtype) is not value.dtype:
         value = tensor_ops.cast(value, dtypes.as_dtype(dtype), where)
     return _finish(Tensor._from_node(value), requires_grad)
@@ -233,11 +272,15 @@ def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -
     _check_device(device)
     where = user_location()
     shape = _shape(size)
-    first, second = _uniform_nodes(shape, (0, 1), generator, where)
+    # in float64, then rounded: float32 log/cos differ by an ulp between libms (NumPy and the
+    # generated C), float64 ones round to the same float32, so a seed gives the same values on
+    # every backend (and float64 randn keeps more of the uniforms' bits)
+    first, second = (make_node("cast", [u], where, False, dtype="float64")
+                     for u in _uniform_nodes(shape, (0, 1), generator, where))
 
     def constant(value):
         from graphc.tensor_ops import full
-        return full(value, shape, dtypes.float32, where)
+        return full(value, shape, dtypes.float64, where)
 
     def apply(op, *inputs):
         return make_node(op, inputs, where, False)
@@ -250,6 +293,8 @@ def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -
 
 def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
             requires_grad=False) -> Tensor:
+    if size is None and isinstance(high, (tuple, list)):  # randint(high, size)
+        low, high, size = 0, low, high
     if high is None:
         low, high = 0, low
     if size is None:

@@ -13,7 +13,7 @@ from graphc import dtypes
 from graphc.errors import op_error
 from graphc.lazy import realize_all_pending, strided_view
 from graphc.source_location import user_location
-from graphc.tensor import Tensor
+from graphc.tensor import Tensor, realize_pending
 from graphc import views
 from graphc.tensor_ops import cast, expand, full, node, reshape, wrap
 
@@ -35,6 +35,9 @@ def _normalize(index, ndim, where):
             item = _as_index_tensor(item)
         if isinstance(item, (bool, np.bool_)):
             item = _as_index_tensor(bool(item))
+        elif (isinstance(item, Tensor) and item.ndim == 0 and
+              item.dtype.category == dtypes.INTEGER):
+            item = int(item.item())  # PyTorch: a 0-d integer tensor indexes like an int (a view)
         items.append(item)
     consumed = sum((i.ndim if isinstance(i, Tensor) and i.dtype is dtypes.bool_ else 1)
                    for i in items if i is not None and i is not Ellipsis)
@@ -81,6 +84,10 @@ def _basic(tensor: Tensor, items, where):
                 advanced.append((dim, item))
                 dim += 1
         else:
+            if not isinstance(item, (int, np.integer)):
+                raise op_error("index", f"only integers, slices (`:`), ellipsis (`...`), None and "
+                                        f"long or bool tensors are valid indices (got "
+                                        f"{type(item).__name__})", where, kind=IndexError)
             position = int(item)
             size = result._shape[dim]
             if not -size <= position < size:
@@ -120,7 +127,13 @@ def _gather(source: Tensor, advanced, where):
             raise op_error("index", f"tensors used as indices must be long, int or bool tensors, got "
                                     f"{index.dtype}", where, kind=IndexError)
     from graphc.tensor_ops import broadcast_shapes
-    index_shape = broadcast_shapes([i._shape for i in indices], "index", where)
+    from graphc.errors import ShapeError
+    try:
+        index_shape = broadcast_shapes([i._shape for i in indices], "index", where)
+    except ShapeError:
+        raise op_error("index", "shape mismatch: indexing tensors could not be broadcast together "
+                                f"with shapes {', '.join(str(list(i._shape)) for i in indices)}", where,
+                       kind=IndexError) from None
     adjacent = dims == list(range(dims[0], dims[0] + len(dims)))
     # move the indexed dims together (in front when they are not adjacent, as NumPy does)
     position = dims[0] if adjacent else 0
@@ -172,7 +185,7 @@ def _check_bounds(indices, sizes, where):
 
 def setitem(tensor: Tensor, index, value):
     """``t[index] = value``: basic indices write through a view; advanced ones scatter in place."""
-    from graphc.inplace import check_inplace, write
+    from graphc.inplace import check_inplace, check_overlap, write
     where = user_location()
     items = _normalize(index, tensor.ndim, where)
     if not any(isinstance(i, Tensor) for i in items):
@@ -180,10 +193,20 @@ def setitem(tensor: Tensor, index, value):
         write(target, value, where, "copy_")
         return
     check_inplace(tensor, value, where, "index_put_")
+    # ints, slices and None first, as a view (PyTorch selects ints rather than treating them as
+    # advanced indices, as NumPy would); then NumPy's rules for the remaining index tensors
+    target, advanced = _basic(tensor, items, where)
+    check_overlap(target, where, "index_put_")
     source = value._node if isinstance(value, Tensor) else None
-    results = realize_all_pending([source] if source is not None else [])
-    numpy_index = tuple(np.asarray(i._value()) if isinstance(i, Tensor) else i for i in items)
-    array = strided_view(tensor._storage, tensor._shape, tensor._strides, tensor._offset)
+    results = realize_pending([source] if source is not None else [])
+    numpy_index = [slice(None)] * target.ndim
+    for dim, index in advanced:
+        if index.dtype.category != dtypes.INTEGER:
+            raise op_error("index_put_", f"tensors used as indices must be long, int or bool "
+                                         f"tensors, got {index.dtype}", where, kind=IndexError)
+        numpy_index[dim] = np.asarray(index._value())
+    numpy_index = tuple(numpy_index)
+    array = strided_view(target._storage, target._shape, target._strides, target._offset)
     try:
         array[numpy_index] = results[0] if source is not None else value
     except (IndexError, ValueError) as error:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from graphc.autograd.grad_mode import is_grad_enabled
-from graphc.errors import GraphcError, op_error
+from graphc.errors import GraphcError, ShapeError, op_error
 from graphc.lazy import LazyNode, Storage, realize_all_pending, strided_view
 from graphc.source_location import user_location
-from graphc.tensor import Tensor
+from graphc.tensor import Tensor, realize_pending
 from graphc import tensor_ops
 
 
@@ -26,6 +26,16 @@ def check_inplace(target: Tensor, value, where: str, op: str) -> bool:
                        where, hint="wrap the update in `with graphc.no_grad():` or use `.data`",
                        kind=RuntimeError)
     return True
+
+
+def check_overlap(target: Tensor, where: str, op: str) -> None:
+    """PyTorch refuses writes where several elements share one memory location (an expanded
+    tensor): which value would win is undefined. fill_ and zero_ are allowed (all agree)."""
+    if any(size > 1 and stride == 0 for size, stride in zip(target._shape, target._strides)):
+        raise op_error(op, "unsupported operation: more than one element of the written-to tensor "
+                           "refers to a single memory location (it is expanded: shape "
+                           f"{list(target._shape)}, strides {list(target._strides)})", where,
+                       hint="clone() the tensor before performing the operation", kind=RuntimeError)
 
 
 def _owns_storage(target: Tensor) -> bool:
@@ -43,6 +53,10 @@ def write(target: Tensor, value, where: str, op: str, result_of_op: bool = False
     if result_of_op and value.dtype.category > target.dtype.category:
         raise op_error(op, f"result type {value.dtype.name} can't be cast to the desired output type "
                            f"{target.dtype.name}", where, kind=RuntimeError)
+    if op not in ("fill_", "zero_"):
+        check_overlap(target, where, op)
+    if isinstance(value, Tensor):
+        _check_broadcast(value._shape, target._shape, op, where)
     tracked = check_inplace(target, value, where, op)
     node = tensor_ops.operand(value, target.dtype, target._shape, where)
     if tracked:
@@ -58,11 +72,31 @@ def write(target: Tensor, value, where: str, op: str, result_of_op: bool = False
         target._storage, target._lazy, target._ref = rebound._storage, node, None
         target._requires_grad, target._is_leaf = True, False
         return target
-    [result] = realize_all_pending([node])
+    from graphc.compile import tracer
+    context = tracer.active()
+    if context is not None:
+        return context.write(target, node, op, where)
+    [result] = realize_pending([node])
     view = strided_view(target._storage, target._shape, target._strides, target._offset)
     np.copyto(view, np.asarray(result, dtype=target.dtype.numpy))
     target._storage.version += 1
     return target
+
+
+def _check_broadcast(source, target, op: str, where: str) -> None:
+    """An in-place result keeps the target's shape: the value must broadcast to it exactly."""
+    lead = len(source) - len(target)
+    if lead > 0 and any(s != 1 for s in source[:lead]) or any(
+            s not in (1, t) for s, t in zip(source[max(lead, 0):], target[max(-lead, 0):])):
+        raise op_error(op, f"output with shape {list(target)} doesn't match the broadcast shape "
+                           f"{list(tensor_ops.broadcast_shapes([source, target], op, where))}"
+                       if _broadcastable(source, target) else
+                       f"the value's shape {list(source)} cannot be broadcast to the target's shape "
+                       f"{list(target)}", where, kind=ShapeError)
+
+
+def _broadcastable(a, b) -> bool:
+    return all(x == y or 1 in (x, y) for x, y in zip(reversed(a), reversed(b)))
 
 
 def _inplace(function):

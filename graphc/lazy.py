@@ -226,6 +226,7 @@ def realize_storages(storages) -> None:
     storages = [s for s in dict.fromkeys(storages) if s.array is None]
     if not storages:
         return
+    _refuse_inside_trace("computing a value")
     from graphc import backend
     build = build_graph([s.lazy_node for s in storages])
     _adopt(storages, backend.run(build))
@@ -248,11 +249,19 @@ def realize_all_pending(extra=()) -> list[np.ndarray]:
     extra = list(extra)
     if not storages and not extra:
         return []
+    _refuse_inside_trace("computing a value")
     from graphc import backend
     build = build_graph([s.lazy_node for s in storages] + extra)
     results = backend.run(build)
     _adopt(storages, results)
     return results[len(storages):]
+
+
+def _refuse_inside_trace(what: str) -> None:
+    from graphc.compile import tracer
+    context = tracer.active()
+    if context is not None:
+        context.value_needed(what)
 
 
 def contiguous_strides(shape) -> tuple:

@@ -19,6 +19,9 @@ class Size(tuple):
         result = super().__getitem__(index)
         return Size(result) if isinstance(index, slice) else result
 
+    def __add__(self, other):
+        return Size(tuple(self) + tuple(other)) if isinstance(other, tuple) else NotImplemented
+
 
 class device:
     """Where a tensor lives: ``graphc.device('cpu')``."""

@@ -22,8 +22,33 @@ from graphc.lazy import (LazyNode, Storage, buffer_node, contiguous_strides, mak
                          python_scalar_node, realize_all_pending, realize_storages, strided_view)
 from graphc.size import CPU, Size, device
 from graphc.source_location import user_location
+from graphc.compile import tracer as _tracer
 
 Scalar = (bool, int, float, np.bool_, np.integer, np.floating)
+
+# Storages whose memory NumPy code holds (from_numpy, numpy(), storage(), np.asarray(t)): it may
+# write them at any time, unseen. PyTorch computes `y = x * 2` at once, so a later NumPy write to
+# x's array never reaches y; to look the same, a value that reads such memory is computed when it
+# is made (only ops that read the memory directly; their consumers stay lazy).
+_exposed: "weakref.WeakSet[Storage]" = weakref.WeakSet()
+_exposed_read = [False]  # set when a node reading exposed memory was handed out
+
+
+def _expose(storage: Storage) -> None:
+    _exposed.add(storage)
+
+
+def realize_pending(extra=()) -> list:
+    """`realize_all_pending` (before an in-place write): afterwards nothing pending reads exposed
+    memory, so the next op need not be computed at once."""
+    results = realize_all_pending(extra)
+    _exposed_read[0] = False
+    return results
+
+
+def _normalize_dim(dim: int, ndim: int, op: str) -> int:
+    from graphc.tensor_ops import normalize_dim
+    return normalize_dim(dim, ndim, op)
 
 
 class Tensor:
@@ -33,6 +58,9 @@ class Tensor:
     >>> (x * 2).sum().item()
     20.0
     """
+
+    # NumPy defers to Tensor's operators (`np.float32(2) * t` is a tensor, not an array)
+    __array_priority__ = 1000
 
     __slots__ = ("_storage", "_shape", "_strides", "_offset", "_lazy", "_ref", "_requires_grad",
                  "_is_leaf", "grad", "_retains_grad", "__weakref__")
@@ -46,6 +74,10 @@ class Tensor:
         """A new tensor owning a fresh (pending) storage filled by `node`."""
         self = object.__new__(cls)
         self._storage = Storage(node.dtype, math.prod(node.shape), lazy_node=node)
+        if _exposed_read[0]:
+            _exposed_read[0] = False
+            if not _tracer._active:
+                realize_storages([self._storage])
         self._shape = node.shape
         self._strides = contiguous_strides(node.shape)
         self._offset = 0
@@ -94,6 +126,7 @@ class Tensor:
     def _view(self, node: LazyNode, shape, strides, offset) -> "Tensor":
         """A tensor sharing this one's storage, with its own layout and value node."""
         view = object.__new__(Tensor)
+        _exposed_read[0] = False  # a view computes nothing; reading it reads the storage again
         view._storage = self._storage
         view._shape = tuple(shape)
         view._strides = tuple(strides)
@@ -109,9 +142,19 @@ class Tensor:
     @property
     def _node(self) -> LazyNode:
         """The node computing this tensor's current value."""
+        context = _tracer.active()
+        if context is not None:
+            traced = context.current_value(self)
+            if traced is not None:
+                return traced
+        elif self._storage in _exposed:
+            _exposed_read[0] = True
         lazy = self._lazy
         if lazy is not None and (lazy.requires_grad or self._storage.array is None):
-            return lazy
+            if lazy.requires_grad or not (self._requires_grad and self._is_leaf):
+                return lazy
+            # a leaf that requires grad reads its computed value, so gradients land on it
+            realize_storages([self._storage])
         ref = self._ref
         if ref is None or ref.buffer[4] != self._storage.version:
             ref = buffer_node(self._storage, self._shape, self._strides, self._offset)
@@ -175,13 +218,18 @@ class Tensor:
     def storage(self):
         """The flat storage contents as a 1-d tensor sharing memory (PyTorch's TypedStorage)."""
         realize_storages([self._storage])
-        return Tensor._from_array(self._storage.array, share=True)
+        _expose(self._storage)
+        flat = Tensor._from_array(self._storage.array, share=True)
+        _expose(flat._storage)
+        return flat
 
     def data_ptr(self) -> int:
         realize_storages([self._storage])
         return self._storage.array.ctypes.data + self._offset * self.dtype.itemsize
 
     def is_contiguous(self, memory_format=None) -> bool:
+        if 0 in self._shape:
+            return True  # PyTorch: an empty tensor is contiguous whatever its strides
         expected = 1
         for size, stride in zip(reversed(self._shape), reversed(self._strides)):
             if size != 1 and stride != expected:
@@ -216,6 +264,7 @@ class Tensor:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
                                "Use tensor.detach().numpy() instead.")
         self._realize()
+        _expose(self._storage)
         return strided_view(self._storage, self._shape, self._strides, self._offset)
 
     def _value(self) -> np.ndarray:
@@ -248,6 +297,7 @@ class Tensor:
 
     def __array__(self, dtype=None, copy=None):
         array = self._value()
+        _expose(self._storage)
         return array.astype(dtype) if dtype is not None else array
 
     def __repr__(self) -> str:

@@ -10,7 +10,7 @@ from graphc.autograd.functions import GradFn
 from graphc.lazy import LazyNode, make_node
 from graphc.size import device as Device
 from graphc.source_location import user_location
-from graphc.tensor import Tensor
+from graphc.tensor import Scalar, Tensor
 
 
 # ---- autograd attributes ---------------------------------------------------------------------
@@ -159,7 +159,7 @@ def nonzero(self, as_tuple=False):
 
 def all_(self, dim=None, keepdim=False):
     where = user_location()
-    axes = ops.normalize_dims(dim, self.ndim, "all")
+    axes = ops.normalize_dims(dim, self.ndim, "all", empty_is_all=False)
     value = ops.cast(self._node, dtypes.bool_, where)
     negated = ops.node("logical_not", [value], where)
     found = ops.node("max", [negated], where, axes=axes, keepdims=bool(keepdim)) if self.numel() else None
@@ -172,7 +172,7 @@ def all_(self, dim=None, keepdim=False):
 
 def any_(self, dim=None, keepdim=False):
     where = user_location()
-    axes = ops.normalize_dims(dim, self.ndim, "any")
+    axes = ops.normalize_dims(dim, self.ndim, "any", empty_is_all=False)
     if not self.numel():
         return Tensor._from_array(np.zeros(tuple(s for i, s in enumerate(self._shape) if i not in axes),
                                            dtype=bool))
@@ -187,6 +187,14 @@ def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
 
 def equal(self, other) -> bool:
     return self._shape == other._shape and bool(np.array_equal(self._value(), other._value()))
+
+
+def contains(self, element) -> bool:
+    """``value in t``: whether any element equals value (PyTorch's semantics)."""
+    if not isinstance(element, (Tensor,) + Scalar):
+        raise RuntimeError(f"Tensor.__contains__ only supports Tensor or scalar, but you passed in a "
+                           f"{type(element).__name__}.")
+    return bool(ops.eq(self, element).any())
 
 
 def _reflected(function):
@@ -212,7 +220,7 @@ METHODS = {
     # arithmetic and math
     "add": ops.add, "sub": ops.sub, "subtract": ops.sub, "mul": ops.mul, "multiply": ops.mul,
     "div": ops.div, "divide": ops.div, "true_divide": ops.div, "floor_divide": ops.floor_divide,
-    "remainder": ops.remainder, "fmod": ops.remainder, "pow": ops.pow, "maximum": ops.maximum,
+    "remainder": ops.remainder, "fmod": ops.fmod, "pow": ops.pow, "maximum": ops.maximum,
     "minimum": ops.minimum, "clamp": ops.clamp, "clip": ops.clamp, "where": lambda self, c, o: ops.where(c, self, o),
     "eq": ops.eq, "ne": ops.ne, "lt": ops.lt, "le": ops.le, "gt": ops.gt, "ge": ops.ge,
     "logical_and": ops.logical_and, "logical_or": ops.logical_or, "logical_xor": ops.logical_xor,
@@ -222,7 +230,7 @@ METHODS = {
     "cos": ops.unary("cos", "CosBackward0", floating=True), "tanh": ops.unary("tanh", "TanhBackward0", floating=True),
     "erf": ops.unary("erf", "ErfBackward0", floating=True),
     "abs": ops.unary("abs", "AbsBackward0"), "neg": ops.unary("neg", "NegBackward0"),
-    "negative": ops.unary("neg", "NegBackward0"), "sign": ops.unary("sign", "SignBackward0"),
+    "negative": ops.unary("neg", "NegBackward0"), "sign": ops.sign,
     "floor": ops.unary("floor", "FloorBackward0"), "reciprocal": ops.unary("reciprocal", "ReciprocalBackward0", floating=True),
     "rsqrt": ops.rsqrt, "sigmoid": ops.sigmoid, "relu": ops.relu, "square": ops.square,
     "softmax": ops.softmax, "log_softmax": ops.log_softmax,
@@ -267,7 +275,7 @@ METHODS = {
     "__invert__": _bool_only("~", ops.logical_not),
     "__iadd__": inplace.iadd, "__isub__": inplace.isub, "__imul__": inplace.imul,
     "__itruediv__": inplace.itruediv,
-    "__getitem__": indexing.getitem, "__setitem__": indexing.setitem,
+    "__getitem__": indexing.getitem, "__setitem__": indexing.setitem, "__contains__": contains,
 }
 
 PROPERTIES = {

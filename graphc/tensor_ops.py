@@ -9,6 +9,8 @@ import builtins
 import collections
 import math
 
+from numpy import bool_ as np_bool, ndarray as np_ndarray
+
 from graphc import dtypes
 from graphc.autograd.grad_mode import is_grad_enabled
 from graphc.dtypes import DType
@@ -17,8 +19,23 @@ from graphc.lazy import LazyNode, make_node, python_scalar_node
 from graphc.source_location import user_location
 from graphc.tensor import Scalar, Tensor
 
-MaxResult = collections.namedtuple("max", ["values", "indices"])
-MinResult = collections.namedtuple("min", ["values", "indices"])
+class _ReturnType:
+    """PyTorch's `torch.return_types.max(values=..., indices=...)` printing."""
+
+    def __repr__(self):
+        fields = ",\n".join(f"{name}={value!r}" for name, value in zip(self._fields, self))
+        return f"graphc.return_types.{type(self).__name__}(\n{fields})"
+
+
+class MaxResult(_ReturnType, collections.namedtuple("max", ["values", "indices"])):
+    __slots__ = ()
+
+
+class MinResult(_ReturnType, collections.namedtuple("min", ["values", "indices"])):
+    __slots__ = ()
+
+
+MaxResult.__name__, MinResult.__name__ = "max", "min"
 
 
 # ---- node helpers -----------------------------------------------------------------------------
@@ -89,7 +106,7 @@ def operand(value, dtype: DType, shape, where: str) -> LazyNode:
 def check_operand(value, op: str):
     if isinstance(value, Tensor) or isinstance(value, Scalar):
         return value
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, np_ndarray)):
         from graphc.creation import tensor
         return tensor(value)
     raise TypeError(f"{op}(): unsupported operand type {type(value).__name__}")
@@ -99,12 +116,39 @@ def _shape_of(value) -> tuple:
     return value._shape if isinstance(value, Tensor) else ()
 
 
+_BOOL_ERRORS = {
+    "sub": "Subtraction, the `-` operator, with a bool tensor is not supported. If you are trying "
+           "to invert a mask, use the `~` or `logical_not()` operator instead.",
+    "neg": "Negation, the `-` operator, on a bool tensor is not supported. If you are trying to "
+           "invert a mask, use the `~` or `logical_not()` operator instead.",
+}
+
+
+def _is_bool(value) -> bool:
+    return (value.dtype is dtypes.bool_ if isinstance(value, Tensor)
+            else isinstance(value, (bool, np_bool)))
+
+
+def _check_dtypes(op: str, values, dtype: DType, where: str) -> None:
+    """PyTorch's refusals, raised at the op rather than when the value is computed."""
+    if op in _BOOL_ERRORS and builtins.any(_is_bool(v) for v in values):
+        raise op_error(op, _BOOL_ERRORS[op], where, kind=RuntimeError)
+    if op in ("floor_divide", "remainder", "pow") and dtype is dtypes.bool_:
+        raise op_error(op, f"not implemented for bool tensors", where, kind=RuntimeError)
+    if op == "pow" and dtype.category == dtypes.INTEGER:
+        exponent = values[1]
+        if not isinstance(exponent, Tensor) and isinstance(exponent, Scalar) and exponent < 0:
+            raise op_error(op, "Integers to negative integer powers are not allowed.", where,
+                           kind=RuntimeError)
+
+
 def elementwise(op: str, values, grad_name: str, *, compute_dtype: DType | None = None,
                 floating: bool = False) -> Tensor:
     """Apply an elementwise primitive to tensors/scalars with promotion and broadcasting."""
     where = user_location()
     values = [check_operand(v, op) for v in values]
     dtype = compute_dtype or promote(*values)
+    _check_dtypes(op, values, dtype, where)
     if floating and not dtype.is_floating_point:
         dtype = dtypes.get_default_dtype()
     shape = broadcast_shapes([_shape_of(v) for v in values], op, where)
@@ -122,13 +166,13 @@ def unary(op: str, grad_name: str, floating: bool = False):
 
 # ---- arithmetic ------------------------------------------------------------------------------
 def add(input, other, *, alpha=1):
-    if alpha != 1:
+    if isinstance(alpha, Tensor) or alpha != 1:
         other = mul(other, alpha)
     return elementwise("add", [input, other], "AddBackward0")
 
 
 def sub(input, other, *, alpha=1):
-    if alpha != 1:
+    if isinstance(alpha, Tensor) or alpha != 1:
         other = mul(other, alpha)
     return elementwise("sub", [input, other], "SubBackward0")
 
@@ -145,6 +189,15 @@ def div(input, other, *, rounding_mode=None):
         result = where(quotient < 0, -(-quotient).floor(), quotient.floor())
         return result.to(promote(check_operand(input, "div"), check_operand(other, "div")))
     return elementwise("div", [input, other], "DivBackward0", floating=True)
+
+
+def fmod(input, other):
+    """C's remainder: it takes the dividend's sign (`remainder` takes the divisor's)."""
+    result = remainder(input, other)
+    if not isinstance(input, Tensor):
+        raise TypeError("fmod(): the first argument must be a tensor")
+    differs = logical_and(result != 0, (result < 0) != (input < 0))
+    return where(differs, result - other, result)
 
 
 def floor_divide(input, other):
@@ -229,7 +282,8 @@ def clamp(input, min=None, max=None):
         raise RuntimeError("clamp: At least one of 'min' or 'max' must not be None")
     where_ = user_location()
     dtype = promote(*[v for v in (input, min, max) if v is not None])
-    shape = broadcast_shapes([input._shape] + [_shape_of(v) for v in (min, max) if v is not None])
+    shape = broadcast_shapes([input._shape] + [_shape_of(v) for v in (min, max) if v is not None],
+                             "clamp", where_)
     result = operand(input, dtype, shape, where_)
     # where() rather than maximum/minimum: the gradient passes at the bounds, as in PyTorch
     if min is not None:
@@ -243,6 +297,8 @@ def clamp(input, min=None, max=None):
 
 def relu(input):
     where_ = user_location()
+    if input.dtype is dtypes.bool_:
+        raise op_error("relu", "Boolean inputs not supported for relu", where_, kind=RuntimeError)
     value = input._node
     zero = full(0, value.shape, value.dtype, where_)
     return wrap(node("where", [node("gt", [value, zero], where_), value, zero], where_),
@@ -273,7 +329,16 @@ def rsqrt(input):
 
 
 def square(input):
+    if input.dtype is dtypes.bool_:  # PyTorch: square is pow(x, 2), so bool promotes to int64
+        input = input.to(dtypes.int64)
     return mul(input, input)
+
+
+def sign(input):
+    if input.dtype is dtypes.bool_:  # sign(True) is True
+        where_ = user_location()
+        return wrap(node("reshape", [input._node], where_, shape=input._shape), "SignBackward0", [input])
+    return elementwise("sign", [input], "SignBackward0")
 
 
 def log_softmax(input, dim):
@@ -310,15 +375,19 @@ def node_detached(value: LazyNode) -> LazyNode:
 def normalize_dim(dim: int, ndim: int, op: str = "op") -> int:
     bound = builtins.max(ndim, 1)
     if not -bound <= dim < bound:
-        raise IndexError(f"{op}: Dimension out of range (expected to be in range of "
-                         f"[{-bound}, {bound - 1}], but got {dim})")
+        raise op_error(op, f"Dimension out of range (expected to be in range of "
+                           f"[{-bound}, {bound - 1}], but got {dim})", user_location(), kind=IndexError)
     return dim % bound
 
 
-def normalize_dims(dim, ndim: int, op: str) -> tuple:
+def normalize_dims(dim, ndim: int, op: str, empty_is_all: bool = True) -> tuple:
+    """Sorted axes for `dim` (None, an int or a sequence); an empty sequence means every dim, as in
+    PyTorch's sum/mean/var/amax (all/any pass empty_is_all=False: there it reduces nothing)."""
     if dim is None:
         return tuple(range(ndim))
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    if not dims and empty_is_all:
+        return tuple(range(ndim))
     if ndim == 0:
         for d in dims:
             normalize_dim(d, 0, op)
@@ -523,7 +592,12 @@ def matmul(input, other):
                                  f"({'x'.join(map(str, a_shape[-2:]))} and "
                                  f"{'x'.join(map(str, b_shape[-2:]))}); operand shapes are "
                                  f"{list(input._shape)} and {list(other._shape)}", where_, kind=ShapeError)
-    batch = broadcast_shapes([a_shape[:-2], b_shape[:-2]], "matmul", where_)
+    try:
+        batch = broadcast_shapes([a_shape[:-2], b_shape[:-2]], "matmul", where_)
+    except ShapeError:
+        raise op_error("matmul", f"batch dimensions {list(a_shape[:-2])} and {list(b_shape[:-2])} "
+                                 f"cannot be broadcast; operand shapes are {list(input._shape)} and "
+                                 f"{list(other._shape)}", where_, kind=ShapeError) from None
     a = expand(reshape(a, a_shape, where_), batch + a_shape[-2:], where_)
     b = expand(reshape(b, b_shape, where_), batch + b_shape[-2:], where_)
     result = node("matmul", [a, b], where_)
@@ -535,18 +609,21 @@ def matmul(input, other):
 
 def mm(input, mat2):
     if input.ndim != 2 or mat2.ndim != 2:
-        raise op_error("mm", f"expected 2-D tensors, got {input.ndim}-D and {mat2.ndim}-D",
-                       user_location(), kind=ShapeError)
+        raise op_error("mm", f"expected 2-D tensors, got {input.ndim}-D and {mat2.ndim}-D; shapes "
+                             f"are {list(input._shape)} and {list(mat2._shape)}", user_location(),
+                       kind=ShapeError)
     return matmul(input, mat2)
 
 
 def bmm(input, mat2):
     if input.ndim != 3 or mat2.ndim != 3:
-        raise op_error("bmm", f"expected 3-D tensors, got {input.ndim}-D and {mat2.ndim}-D",
-                       user_location(), kind=ShapeError)
+        raise op_error("bmm", f"expected 3-D tensors, got {input.ndim}-D and {mat2.ndim}-D; shapes "
+                              f"are {list(input._shape)} and {list(mat2._shape)}", user_location(),
+                       kind=ShapeError)
     if input._shape[0] != mat2._shape[0]:
-        raise op_error("bmm", f"batch sizes differ: {input._shape[0]} and {mat2._shape[0]}",
-                       user_location(), kind=ShapeError)
+        raise op_error("bmm", f"batch sizes differ: {input._shape[0]} and {mat2._shape[0]}; shapes "
+                              f"are {list(input._shape)} and {list(mat2._shape)}", user_location(),
+                       kind=ShapeError)
     return matmul(input, mat2)
 
 

@@ -107,7 +107,12 @@ def reshape_as(self, other):
 
 def permute(self, *dims):
     where = user_location()
-    dims = tuple(normalize_dim(d, self.ndim, "permute") for d in _sizes(dims))
+    dims = _sizes(dims)
+    if len(dims) != self.ndim:
+        raise op_error("permute", f"number of dims don't match: the tensor has {self.ndim} "
+                                  f"dimensions (shape {list(self._shape)}) but {len(dims)} were given: "
+                                  f"{list(dims)}", where, kind=ShapeError)
+    dims = tuple(normalize_dim(d, self.ndim, "permute") for d in dims)
     if sorted(dims) != list(range(self.ndim)):
         raise op_error("permute", f"dims {list(dims)} are not a permutation of {self.ndim} dims", where,
                        kind=ShapeError)
@@ -288,6 +293,9 @@ def split(self, split_size_or_sections, dim=0):
 
 
 def chunk(self, chunks, dim=0):
+    if chunks <= 0:
+        raise op_error("chunk", f"chunk expects `chunks` to be greater than 0, got: {chunks}",
+                       user_location(), kind=RuntimeError)
     axis = normalize_dim(dim, self.ndim, "chunk")
     size = self._shape[axis]
     step = max(-(-size // chunks), 1)

@@ -29,8 +29,11 @@ from .cprogram import BoundCall, CProgram
 from .cuda import cuda_available
 from .cuda_compiler import NvccCompiler, NVRTCCompiler, find_cuda_compiler
 from .errors import CompileError, LoadError, MissingEntryPoint, ToolchainMissing
+from .threads import get_num_threads, set_num_threads
 
 __all__ = [
+    "get_num_threads",
+    "set_num_threads",
     "Artifact",
     "BoundCall",
     "BuildCache",

@@ -51,6 +51,7 @@ class CompiledGraph:
         started = time.perf_counter()
         self.plan, self.program_ir, self.layout, self.source = compile_pipeline(graph)
         self.program = runtime.compile_c(self.source, "graphc_entry", blas=self.program_ir.uses_blas)
+        runtime.get_num_threads()  # applies GRAPHC_NUM_THREADS (default: all cores) once
         self.graph = self.plan.graph
         self.compile_seconds = time.perf_counter() - started
         self.cache_hit = self.program.cache_hit

@@ -1,0 +1,366 @@
+"""`CompiledFunction`: trace a function per input signature, compile the graph, replay it.
+
+A replay binds the graph's inputs (the call's tensors, and the parameters, gradients, buffers and
+optimizer state the trace read, found again through their owners), runs the compiled program
+once, and writes the new values of everything the function updated back into those tensors'
+memory, so `model.state_dict()`, `p.grad` and `optimizer.state` stay true after every step.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from graphc import backend as backend_module
+from graphc import lazy
+from graphc.compile import guards as guard_module
+from graphc.compile.tracer import TraceContext, TraceError
+from graphc.lazy import Storage, build_graph, strided_view
+from graphc.tensor import Tensor
+
+MAX_VARIANTS = 8
+
+
+# ---- where a storage is found again at replay ------------------------------------------------------
+@dataclass(frozen=True)
+class Locator:
+    """How to find a tensor's storage at replay: through the object that owns the tensor."""
+    kind: str          # 'tensor' | 'grad' | 'state' | 'buffer' | 'storage'
+    owner: object
+    key: object = None
+
+    def storage(self) -> Storage:
+        if self.kind == "tensor":
+            return self.owner._storage
+        if self.kind == "grad":
+            return self.owner.grad._storage
+        if self.kind == "state":
+            optimizer, parameter = self.owner
+            return optimizer.state[parameter][self.key]._storage
+        if self.kind == "buffer":
+            return self.owner._buffers[self.key]._storage
+        return self.owner
+
+    def describe(self) -> str:
+        return {"tensor": "a parameter", "grad": "a gradient", "state": f"optimizer state {self.key!r}",
+                "buffer": f"buffer {self.key!r}", "storage": "captured memory"}[self.kind]
+
+
+def _owners(modules, optimizers) -> dict:
+    """storage -> Locator for every persistent tensor the function can reach."""
+    found = {}
+    for optimizer in optimizers:
+        for parameter, entry in optimizer.state.items():
+            for key, value in entry.items():
+                if isinstance(value, Tensor):
+                    found.setdefault(value._storage, Locator("state", (optimizer, parameter), key))
+    for module in modules:
+        for sub in module.modules():
+            for name, buffer in sub._buffers.items():
+                if buffer is not None:
+                    found.setdefault(buffer._storage, Locator("buffer", sub, name))
+        for parameter in module.parameters():
+            found.setdefault(parameter._storage, Locator("tensor", parameter))
+            if parameter.grad is not None:
+                found.setdefault(parameter.grad._storage, Locator("grad", parameter))
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                found.setdefault(parameter._storage, Locator("tensor", parameter))
+                if parameter.grad is not None:
+                    found.setdefault(parameter.grad._storage, Locator("grad", parameter))
+    return found
+
+
+def _short(value, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ---- pytrees of results -------------------------------------------------------------------------------
+def _flatten(value, leaves):
+    if isinstance(value, Tensor):
+        leaves.append(value)
+        return ("tensor", len(leaves) - 1)
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [_flatten(v, leaves) for v in value])
+    if isinstance(value, dict):
+        return ("dict", [(k, _flatten(v, leaves)) for k, v in value.items()])
+    if isinstance(value, (int, float, bool, str, type(None))):
+        return ("constant", value)
+    raise TraceError(f"graphc.compile: a compiled function may return tensors, numbers and "
+                     f"lists/tuples/dicts of them, not {type(value).__name__}")
+
+
+def _rebuild(spec, tensors):
+    kind, payload = spec
+    if kind == "tensor":
+        return tensors[payload]
+    if kind in ("list", "tuple"):
+        items = [_rebuild(s, tensors) for s in payload]
+        return items if kind == "list" else tuple(items)
+    if kind == "dict":
+        return {k: _rebuild(s, tensors) for k, s in payload}
+    return payload
+
+
+# ---- one traced variant ---------------------------------------------------------------------------
+@dataclass
+class Variant:
+    guards: dict
+    graph: object                  # the traced Graph
+    sources: dict                  # placeholder name -> ('argument', k, layout) | ('locator', Locator, layout) | ('scalar', i) | ('random', i)
+    destinations: list             # per graph output: ('result', k) | ('write', Locator, layout)
+    result_spec: object
+    scalar_getters: list
+    random_keys: list              # (relative offset, generator)
+    random_count: int
+    reason: str
+    program: object = None         # CompiledGraph, or None for the NumPy backend
+    trace_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    calls: int = 0
+    written_output_arrays: dict = field(default_factory=dict)
+
+
+class CompiledFunction:
+    """The callable `graphc.compile` returns."""
+
+    def __init__(self, function, backend=None, max_variants: int = MAX_VARIANTS):
+        self.function = function
+        self.backend = backend
+        self.max_variants = max_variants
+        self.variants: list[Variant] = []
+        self.history: list[dict] = []   # every trace: when, why, how long
+        self.fallbacks = 0
+        self.__name__ = getattr(function, "__name__", type(function).__name__)
+        self.__doc__ = getattr(function, "__doc__", None)
+        self.__wrapped__ = function
+
+    # ---- calling -------------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        modules, optimizers, schedulers = guard_module.discover(self.function, args, kwargs)
+        guards = guard_module.signature(args, kwargs, modules, optimizers)
+        for variant in self.variants:
+            if variant.guards == guards:
+                return self._replay(variant, args, kwargs)
+        reason = self._reason(guards)
+        if len(self.variants) >= self.max_variants:
+            warnings.warn(f"graphc.compile: {self.__name__} was traced {len(self.variants)} times "
+                          f"(limit {self.max_variants}); this call runs lazily, uncompiled. Last "
+                          f"reason: {reason}", RuntimeWarning, stacklevel=2)
+            self.fallbacks += 1
+            return self.function(*args, **kwargs)
+        return self._trace_and_run(args, kwargs, modules, optimizers, schedulers, guards, reason)
+
+    def _reason(self, guards) -> str:
+        previous = self.variants[-1].guards if self.variants else getattr(self, "_last_guards", None)
+        if previous is None:
+            return "first call"
+        difference = guard_module.first_difference(previous, guards)
+        if difference is None:
+            return "the previous trace changed the state it was traced under"
+        name, old, new = difference
+        return f"guard '{name}' changed: {_short(old)} -> {_short(new)}"
+
+    # ---- tracing ---------------------------------------------------------------------------------
+    def _trace_and_run(self, args, kwargs, modules, optimizers, schedulers, guards, reason):
+        lazy.realize_all_pending()           # everything the trace reads exists in memory
+        started = time.perf_counter()
+        arguments = [a for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor)]
+        for argument in arguments:
+            argument._realize()
+        argument_storages = {a._storage: k for k, a in enumerate(arguments)}
+        pending_before = set(id(s) for s in lazy._pending)
+        saved_options = []
+        with TraceContext() as context:
+            for optimizer in optimizers:
+                for group in optimizer.param_groups:
+                    for key in guard_module.RUNTIME_OPTIONS:
+                        if key in group and isinstance(group[key], (int, float)):
+                            saved_options.append((group, key, group[key]))
+                            group[key] = context.scalar_input(float(group[key]),
+                                                              lambda g=group, k=key: g[k])
+            try:
+                result = self.function(*args, **kwargs)
+            finally:
+                for group, key, value in saved_options:
+                    if isinstance(group[key], Tensor):
+                        group[key] = value
+        leaves: list = []
+        result_spec = _flatten(result, leaves)
+        owners = _owners(modules, optimizers)
+        end_guards = guard_module.signature(args, kwargs, modules, optimizers)
+
+        # outputs: the results, every storage written in place, every new tensor that outlives the trace
+        output_nodes, destinations = [], []
+        for position, tensor in enumerate(leaves):
+            output_nodes.append(tensor._node)
+            destinations.append(("result", position))
+        result_storages = {t._storage for t in leaves}
+        for storage, (node, shape, strides, offset) in context.written.items():
+            locator = owners.get(storage, Locator("storage", storage))
+            output_nodes.append(node)
+            destinations.append(("write", locator, (shape, strides, offset)))
+        for storage in list(lazy._pending):
+            if id(storage) in pending_before or storage in result_storages or storage.array is not None:
+                continue
+            locator = owners.get(storage)
+            if locator is None:
+                continue  # a temporary nothing reaches after the call
+            output_nodes.append(storage.lazy_node)
+            destinations.append(("new", locator, storage))
+        build = build_graph(output_nodes)
+        self._last_graph = build.graph
+
+        sources = {}
+        scalar_index = {id(s): i for i, (s, _) in enumerate(context.scalar_inputs)}
+        random_index = {id(s): i for i, (s, _, _) in enumerate(context.random_keys)}
+        for node_id, lazy_node in build.node_of.items():
+            node = build.graph.node(node_id)
+            if node.op != "input" or lazy_node.buffer is None:
+                continue
+            storage, shape, strides, offset, _ = lazy_node.buffer
+            layout = (shape, strides, offset)
+            if id(storage) in scalar_index:
+                sources[node.name] = ("scalar", scalar_index[id(storage)])
+            elif id(storage) in random_index:
+                sources[node.name] = ("random", random_index[id(storage)])
+            elif storage in argument_storages:
+                sources[node.name] = ("argument", argument_storages[storage], layout)
+            else:
+                sources[node.name] = ("locator", owners.get(storage, Locator("storage", storage)), layout)
+        variant = Variant(guards, build.graph, sources, destinations, result_spec,
+                          [getter for _, getter in context.scalar_inputs],
+                          [(offset, generator) for _, offset, generator in context.random_keys],
+                          context.random_count, reason, trace_seconds=time.perf_counter() - started)
+        # the trace advanced the generators; the first run reads the same counters again
+        for offset, generator in variant.random_keys[:1]:
+            generator.offset -= context.random_count
+        steady = end_guards == guards
+        self._last_guards = guards
+        compile_started = time.perf_counter()
+        # a trace that changed the watched state is not kept: run it once on the interpreter
+        variant.program = self._compile(build.graph) if steady else None
+        variant.compile_seconds = time.perf_counter() - compile_started
+        first_values = [value for _, _, value in saved_options]
+        outcome = self._run(variant, arguments, first_values, build.bindings)
+        if not steady:
+            # the call changed the state the guards watch (e.g. created gradients or optimizer
+            # buffers): this trace is not what later calls need, so do not keep it
+            difference = guard_module.first_difference(guards, end_guards)
+            self.history.append({"reason": reason, "kept": False, "trace_seconds": variant.trace_seconds,
+                                 "compile_seconds": variant.compile_seconds,
+                                 "note": f"state changed during the call ({difference[0]}); traced again next time"})
+        else:
+            self.variants.append(variant)
+            self.history.append({"reason": reason, "kept": True, "trace_seconds": variant.trace_seconds,
+                                 "compile_seconds": variant.compile_seconds,
+                                 "cache_hit": getattr(variant.program, "cache_hit", None)})
+        return outcome
+
+    def _compile(self, graph):
+        name = self.backend or backend_module.get_default()
+        if name == "numpy":
+            return None
+        from graphc.backends.c import CompiledGraph
+        return CompiledGraph(graph)
+
+    # ---- running ---------------------------------------------------------------------------------
+    def _replay(self, variant: Variant, args, kwargs):
+        arguments = [a for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor)]
+        for argument in arguments:
+            argument._realize()
+        scalars = [getter() for getter in variant.scalar_getters]
+        return self._run(variant, arguments, scalars, None)
+
+    def _run(self, variant: Variant, arguments, scalars, trace_bindings):
+        bindings = {}
+        for name, source in variant.sources.items():
+            kind = source[0]
+            if kind == "argument":
+                tensor = arguments[source[1]]
+                bindings[name] = strided_view(tensor._storage, *source[2])
+            elif kind == "locator":
+                bindings[name] = strided_view(source[1].storage(), *source[2])
+            elif kind == "scalar":
+                bindings[name] = np.array(float(scalars[source[1]]), dtype=np.float64)
+            else:
+                offset, generator = variant.random_keys[source[1]]
+                bindings[name] = np.array([generator.seed, generator.offset + offset], dtype=np.int64)
+        if variant.random_keys:
+            variant.random_keys[0][1].offset += variant.random_count
+        if variant.program is None:
+            from graphc import interpreter
+            results = interpreter.evaluate(variant.graph, bindings)
+        else:
+            results = variant.program(bindings)
+        variant.calls += 1
+        tensors = []
+        for destination, value in zip(variant.destinations, results):
+            kind = destination[0]
+            if kind == "result":
+                tensors.append(Tensor._from_array(np.asarray(value), share=True)
+                               if np.asarray(value).base is None else Tensor._from_array(np.array(value)))
+            elif kind == "write":
+                storage = destination[1].storage()
+                target = strided_view(storage, *destination[2])
+                np.copyto(target, value)
+                storage.version += 1
+            else:
+                storage = destination[2] if destination[2].array is None else destination[1].storage()
+                if storage.array is None:
+                    storage.store(np.array(value))
+                else:
+                    np.copyto(storage.array.reshape(np.shape(value)), value)
+                    storage.version += 1
+        return _rebuild(variant.result_spec, tensors)
+
+    # ---- inspection ------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Traces, their reasons and costs, and how often each variant ran."""
+        return {"traces": len(self.history), "variants": len(self.variants), "fallbacks": self.fallbacks,
+                "history": list(self.history),
+                "calls": [v.calls for v in self.variants]}
+
+    def graphs(self) -> list:
+        return [v.graph for v in self.variants]
+
+
+def trace_graph(function, args, kwargs):
+    """Trace without running: the graph, with the caller's state left as it was."""
+    modules, optimizers, _ = guard_module.discover(function, args, kwargs)
+    lazy.realize_all_pending()
+    snapshot = _snapshot(modules, optimizers)
+    compiled = CompiledFunction(function)
+    try:
+        compiled._compile = lambda graph: None
+        compiled._run = lambda variant, *rest: None
+        compiled._trace_and_run(args, kwargs, modules, optimizers, [],
+                                guard_module.signature(args, kwargs, modules, optimizers), "graphc.trace")
+    finally:
+        _restore(snapshot)
+    return compiled._last_graph
+
+
+def _snapshot(modules, optimizers):
+    """Python-visible state a trace may change: gradients and optimizer state entries."""
+    parameters = []
+    for module in modules:
+        parameters.extend(module.parameters())
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            parameters.extend(group["params"])
+    return ([(p, p.grad) for p in parameters],
+            [(o, {p: dict(s) for p, s in o.state.items()}) for o in optimizers])
+
+
+def _restore(snapshot):
+    grads, states = snapshot
+    for parameter, grad in grads:
+        parameter.grad = grad
+    for optimizer, state in states:
+        optimizer.state.clear()
+        optimizer.state.update(state)

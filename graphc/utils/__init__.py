@@ -1,0 +1,4 @@
+"""`graphc.utils`: data loading (`graphc.utils.data`)."""
+from graphc.utils import data
+
+__all__ = ["data"]

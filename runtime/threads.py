@@ -1,0 +1,65 @@
+"""Thread count for generated programs: OpenMP's pool and OpenBLAS's pool.
+
+Both pools are process-wide, so setting them once here covers every loaded program. The default
+is every core (or GRAPHC_NUM_THREADS).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+_state = {"threads": None}
+
+
+def _openmp():
+    name = ctypes.util.find_library("gomp") or "libgomp.so.1"
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+def _openblas():
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return None
+    directory = scipy_openblas32.get_lib_dir()
+    for file_name in sorted(os.listdir(directory)):
+        if file_name.startswith("lib" + scipy_openblas32.get_library()) and ".so" in file_name:
+            try:
+                return ctypes.CDLL(os.path.join(directory, file_name))
+            except OSError:
+                return None
+    return None
+
+
+def default_threads() -> int:
+    value = os.environ.get("GRAPHC_NUM_THREADS")
+    if value:
+        return max(1, int(value))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def set_num_threads(count: int) -> None:
+    """Use `count` threads in OpenMP loops and in BLAS calls from generated code."""
+    count = int(count)
+    if count < 1:
+        raise ValueError(f"set_num_threads expects a positive number, got {count}")
+    openmp = _openmp()
+    if openmp is not None:
+        openmp.omp_set_num_threads(ctypes.c_int(count))
+    openblas = _openblas()
+    if openblas is not None and hasattr(openblas, "scipy_openblas_set_num_threads"):
+        openblas.scipy_openblas_set_num_threads(ctypes.c_int(count))
+    _state["threads"] = count
+
+
+def get_num_threads() -> int:
+    if _state["threads"] is None:
+        set_num_threads(default_threads())
+    return _state["threads"]
