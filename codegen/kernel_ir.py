@@ -133,6 +133,7 @@ class Buffer:
     role: str
     slot: int = -1
     offset: int = 0
+    restrict: bool = True  # False when another buffer of the table may point at the same memory
 
 
 @dataclass

@@ -25,11 +25,12 @@ def environment() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
-def render_program(program: Program, entry: str = "graphc_entry") -> str:
+def render_program(program: Program, entry: str = "graphc_entry", profile: bool = False) -> str:
+    """One C translation unit; `profile` adds per-kernel timers (graphc_kernel_seconds)."""
     kernels = [{"name": k.name, "comment": k.comment, "declarations": _declarations(program, k),
                 "body": render_statements(k.body, 1, k.work)} for k in program.kernels]
     return environment().get_template("program.c.jinja").render(
-        program=program, kernels=kernels, entry=entry, uses_blas=program.uses_blas,
+        program=program, kernels=kernels, entry=entry, profile=profile, uses_blas=program.uses_blas,
         uses_random=program.uses_random, simd_functions=SIMD_FUNCTIONS)
 
 
@@ -41,7 +42,8 @@ def _declarations(program: Program, kernel: Kernel) -> list:
             lines.append(f"{buffer.ctype} *restrict {name} = ({buffer.ctype} *)((char *)buffers[{program.arena_slot}]"
                          f" + {buffer.offset});")
         else:
-            lines.append(f"{buffer.ctype} *restrict {name} = ({buffer.ctype} *)buffers[{buffer.slot}];")
+            qualifier = "*restrict" if buffer.restrict else "*"
+            lines.append(f"{buffer.ctype} {qualifier} {name} = ({buffer.ctype} *)buffers[{buffer.slot}];")
     return lines
 
 

@@ -5,7 +5,9 @@ only the arrays it returns. Running the graph is one call across the Python boun
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import os
 import sys
 import time
 
@@ -20,11 +22,12 @@ from graphc.passes.fuse import fuse
 from graphc.passes.simplify import simplify
 
 MAX_FUSION_RETRIES = 32
+PROFILE = os.environ.get("GRAPHC_PROFILE", "") not in ("", "0")  # per-kernel timers in generated code
 RECYCLE_BYTES = 1 << 20     # outputs this large are recycled between calls
 SPARES_PER_OUTPUT = 2       # y = f(x) in a loop holds the previous result while computing the next
 
 
-def compile_pipeline(graph: Graph):
+def compile_pipeline(graph: Graph, aliases: dict | None = None):
     """Graph -> (fusion plan, kernel-IR program, layout, C source), the stages `graphc dump` shows.
 
     The plan's graph is the simplified one (same placeholders, outputs in the same positions).
@@ -35,21 +38,22 @@ def compile_pipeline(graph: Graph):
         plan = fuse(graph, force_materialize=forced)
         name = "graph_" + hashlib.sha256(graph.to_json().encode()).hexdigest()[:12]
         try:
-            program, layout = lower_program(plan, name)
+            program, layout = lower_program(plan, name, aliases)
             break
         except FusionFailed as failure:
             forced.add(failure.node_id)
     else:
         raise RuntimeError("fusion did not converge")
-    return plan, program, layout, render_program(program)
+    return plan, program, layout, render_program(program, profile=PROFILE)
 
 
 class CompiledGraph:
     """A graph compiled to native code, callable with its placeholders' arrays."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, aliases: dict | None = None):
+        """`aliases`: output position -> placeholder name it may be written over (see Layout)."""
         started = time.perf_counter()
-        self.plan, self.program_ir, self.layout, self.source = compile_pipeline(graph)
+        self.plan, self.program_ir, self.layout, self.source = compile_pipeline(graph, aliases)
         self.program = runtime.compile_c(self.source, "graphc_entry", blas=self.program_ir.uses_blas)
         runtime.get_num_threads()  # applies GRAPHC_NUM_THREADS (default: all cores) once
         self.graph = self.plan.graph
@@ -65,6 +69,14 @@ class CompiledGraph:
         # costs page faults on first touch, often more than the arithmetic that fills it)
         self._spare_outputs = [[] for _ in self.layout.outputs]
 
+    def kernel_seconds(self) -> list:
+        """Seconds spent in each kernel over all calls so far (programs built with GRAPHC_PROFILE=1)."""
+        if not PROFILE:
+            raise RuntimeError("per-kernel times need GRAPHC_PROFILE=1 when the program is compiled")
+        library = ctypes.CDLL(str(self.program.library_path))
+        count = len(self.program_ir.kernels)
+        return list((ctypes.c_double * count).in_dll(library, "graphc_kernel_seconds"))
+
     def _output_array(self, position: int) -> np.ndarray:
         _, shape, dtype = self.layout.outputs[position]
         spares = self._spare_outputs[position]
@@ -79,9 +91,18 @@ class CompiledGraph:
             spares.append(array)
         return array
 
-    def __call__(self, bindings) -> list:
+    def __call__(self, bindings, out: dict | None = None) -> list:
+        """Run with placeholders bound by name. `out` maps output positions (in the distinct
+        outputs) to arrays to write into; aliased outputs write over their input's array."""
         inputs = [np.ascontiguousarray(bindings[name]) for name in self.layout.input_names]
         outputs = [self._output_array(k) for k in range(len(self.layout.outputs))]
+        if self.layout.aliased:
+            by_name = dict(zip(self.layout.input_names, inputs))
+            for position, name in self.layout.aliased.items():
+                outputs[position] = by_name[name]
+        if out:
+            for position, array in out.items():
+                outputs[position] = array
         self.program(inputs + outputs + [self.arena])
         by_name = dict(zip(self.layout.input_names, inputs))
         return [by_name[key] if kind == "input" else outputs[key] for kind, key in self.layout.results]

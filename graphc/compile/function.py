@@ -24,12 +24,22 @@ MAX_VARIANTS = 8
 
 
 # ---- where a storage is found again at replay ------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Locator:
     """How to find a tensor's storage at replay: through the object that owns the tensor."""
     kind: str          # 'tensor' | 'grad' | 'state' | 'buffer' | 'storage'
     owner: object
     key: object = None
+
+    def _identity(self) -> tuple:
+        owners = self.owner if isinstance(self.owner, tuple) else (self.owner,)
+        return (self.kind, tuple(id(o) for o in owners), self.key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Locator) and self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
 
     def storage(self) -> Storage:
         if self.kind == "tensor":
@@ -122,7 +132,7 @@ class Variant:
     trace_seconds: float = 0.0
     compile_seconds: float = 0.0
     calls: int = 0
-    written_output_arrays: dict = field(default_factory=dict)
+    read_locators: set = field(default_factory=set)   # locators whose old value the graph reads
 
 
 class CompiledFunction:
@@ -236,6 +246,7 @@ class CompiledFunction:
                           [getter for _, getter in context.scalar_inputs],
                           [(offset, generator) for _, offset, generator in context.random_keys],
                           context.random_count, reason, trace_seconds=time.perf_counter() - started)
+        variant.read_locators = {source[1] for source in sources.values() if source[0] == "locator"}
         # the trace advanced the generators; the first run reads the same counters again
         for offset, generator in variant.random_keys[:1]:
             generator.offset -= context.random_count
@@ -243,7 +254,7 @@ class CompiledFunction:
         self._last_guards = guards
         compile_started = time.perf_counter()
         # a trace that changed the watched state is not kept: run it once on the interpreter
-        variant.program = self._compile(build.graph) if steady else None
+        variant.program = self._compile(build.graph, _alias_candidates(variant)) if steady else None
         variant.compile_seconds = time.perf_counter() - compile_started
         first_values = [value for _, _, value in saved_options]
         outcome = self._run(variant, arguments, first_values, build.bindings)
@@ -261,12 +272,12 @@ class CompiledFunction:
                                  "cache_hit": getattr(variant.program, "cache_hit", None)})
         return outcome
 
-    def _compile(self, graph):
+    def _compile(self, graph, aliases=None):
         name = self.backend or backend_module.get_default()
         if name == "numpy":
             return None
         from graphc.backends.c import CompiledGraph
-        return CompiledGraph(graph)
+        return CompiledGraph(graph, aliases)
 
     # ---- running ---------------------------------------------------------------------------------
     def _replay(self, variant: Variant, args, kwargs):
@@ -292,29 +303,46 @@ class CompiledFunction:
                 bindings[name] = np.array([generator.seed, generator.offset + offset], dtype=np.int64)
         if variant.random_keys:
             variant.random_keys[0][1].offset += variant.random_count
-        if variant.program is None:
+        program = variant.program
+        direct = {}   # distinct output position -> the storage memory it is written into
+        if program is None:
             from graphc import interpreter
             results = interpreter.evaluate(variant.graph, bindings)
         else:
-            results = variant.program(bindings)
+            for graph_position, destination in enumerate(variant.destinations):
+                kind, position = destination[0], program.layout.results[graph_position]
+                if kind == "result" or position[0] != "output" or position[1] in program.layout.aliased:
+                    continue
+                if kind == "write" and destination[1] in variant.read_locators:
+                    continue  # the graph reads the old value: write elsewhere, then copy
+                storage = destination[1].storage() if kind == "write" or destination[2].array is not None else None
+                if storage is not None:
+                    shape = program.layout.outputs[position[1]][1]
+                    direct[position[1]] = storage.array[:int(np.prod(shape, dtype=np.int64))].reshape(shape) \
+                        if destination[0] == "new" else strided_view(storage, *destination[2])
+            results = program(bindings, out=direct)
         variant.calls += 1
+        in_place = set(program.layout.aliased) | set(direct) if program is not None else set()
         tensors = []
-        for destination, value in zip(variant.destinations, results):
+        for graph_position, (destination, value) in enumerate(zip(variant.destinations, results)):
             kind = destination[0]
+            position = program.layout.results[graph_position] if program is not None else ("input", None)
+            written = position[0] == "output" and position[1] in in_place
             if kind == "result":
-                tensors.append(Tensor._from_array(np.asarray(value), share=True)
-                               if np.asarray(value).base is None else Tensor._from_array(np.array(value)))
+                array = np.array(value) if written or np.asarray(value).base is not None else np.asarray(value)
+                tensors.append(Tensor._from_array(array, share=True))
             elif kind == "write":
                 storage = destination[1].storage()
-                target = strided_view(storage, *destination[2])
-                np.copyto(target, value)
+                if not written:
+                    np.copyto(strided_view(storage, *destination[2]), value)
                 storage.version += 1
             else:
                 storage = destination[2] if destination[2].array is None else destination[1].storage()
                 if storage.array is None:
                     storage.store(np.array(value))
                 else:
-                    np.copyto(storage.array.reshape(np.shape(value)), value)
+                    if not written:
+                        np.copyto(storage.array.reshape(np.shape(value)), value)
                     storage.version += 1
         return _rebuild(variant.result_spec, tensors)
 
@@ -327,6 +355,22 @@ class CompiledFunction:
 
     def graphs(self) -> list:
         return [v.graph for v in self.variants]
+
+
+def _alias_candidates(variant) -> dict:
+    """Graph output position -> placeholder name, for each write whose old value the graph also
+    reads: the compiled program may update that memory in place (it checks for hazards)."""
+    readers = {}
+    for name, source in variant.sources.items():
+        if source[0] == "locator":
+            readers[(source[1], source[2])] = name
+    candidates = {}
+    for position, destination in enumerate(variant.destinations):
+        if destination[0] == "write":
+            name = readers.get((destination[1], destination[2]))
+            if name is not None:
+                candidates[position] = name
+    return candidates
 
 
 def trace_graph(function, args, kwargs):

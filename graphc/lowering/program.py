@@ -23,9 +23,12 @@ class Layout:
     results: list            # per graph output: ("input", name) or ("output", position)
     arena_bytes: int
     memory: MemoryPlan
+    aliased: dict = None     # output position -> input name it is written over in place
 
 
-def lower_program(plan: FusionPlan, name: str) -> tuple[Program, Layout]:
+def lower_program(plan: FusionPlan, name: str, aliases: dict | None = None) -> tuple[Program, Layout]:
+    """`aliases` maps an output's position in graph.outputs to the name of the placeholder whose
+    memory it may overwrite (a parameter updated in place); only hazard-free ones are kept."""
     graph = plan.graph
     buffers, buffer_of = [], {}
     placeholders = graph.placeholders()
@@ -106,8 +109,65 @@ def lower_program(plan: FusionPlan, name: str) -> tuple[Program, Layout]:
         node = graph.node(node_id)
         results.append(("input", node.name) if node.op == "input" else ("output", output_ids.index(node_id)))
     outputs = [(i, graph.node(i).shape, graph.node(i).dtype.numpy) for i in output_ids]
-    layout = Layout([n.name for n in placeholders], outputs, results, memory.arena_bytes, memory)
+    aliased = _safe_aliases(graph, plan, program, aliases or {}, output_ids, buffer_of)
+    for position, input_name in aliased.items():
+        program.buffer(f"out{position}").restrict = False
+        program.buffer(buffer_of[next(n.id for n in placeholders if n.name == input_name)]).restrict = False
+    layout = Layout([n.name for n in placeholders], outputs, results, memory.arena_bytes, memory, aliased)
     return program, layout
+
+
+def _safe_aliases(graph, plan, program, aliases, output_ids, buffer_of) -> dict:
+    """Aliases that cannot change a result: every read of the old value happens in kernels up to the
+    writer, and the writer reads it only at the element it is writing."""
+    from codegen.kernel_ir import Load, Store
+    safe = {}
+    placeholder_ids = {n.name: n.id for n in graph.placeholders()}
+    writer_of = {k.root: index for index, k in enumerate(plan.kernels)}
+    for graph_position, input_name in aliases.items():
+        node_id = graph.outputs[graph_position]
+        if node_id not in output_ids or input_name not in placeholder_ids or node_id not in writer_of:
+            continue
+        source = placeholder_ids[input_name]
+        writer = writer_of[node_id]
+        kernel = plan.kernels[writer]
+        if kernel.kind not in ("pointwise",) or graph.node(node_id).shape != graph.node(source).shape:
+            continue
+        if any(source in _reads(graph, plan, k) for k in plan.kernels[writer + 1:]):
+            continue
+        loads, stores = _accesses(program.kernels[writer].body, buffer_of[source], buffer_of[node_id])
+        if len(stores) == 1 and all(index == stores[0] for index in loads):
+            safe[output_ids.index(node_id)] = input_name
+    return safe
+
+
+def _accesses(statements, input_buffer, output_buffer):
+    """Index expressions of the loads from input_buffer and the stores to output_buffer."""
+    from codegen.kernel_ir import Accumulate, Declare, Let, Load, Loop, Op, Store
+    loads, stores = [], []
+
+    def visit_expr(expr):
+        if isinstance(expr, Load):
+            if expr.buffer == input_buffer:
+                loads.append(expr.index)
+            visit_expr(expr.index)
+        elif isinstance(expr, Op):
+            for argument in expr.args:
+                visit_expr(argument)
+
+    def visit(statement):
+        if isinstance(statement, Loop):
+            for inner in statement.body:
+                visit(inner)
+        elif isinstance(statement, Store):
+            if statement.buffer == output_buffer:
+                stores.append(statement.index)
+            visit_expr(statement.value)
+        elif isinstance(statement, (Let, Accumulate)):
+            visit_expr(statement.value)
+    for statement in statements:
+        visit(statement)
+    return loads, list(dict.fromkeys(stores))
 
 
 def _numel(shape) -> int:

@@ -8,6 +8,8 @@
     a reduction over no axes                     -> x
     x + neg(y), neg(y) + x                       -> x - y;  x - neg(y) -> x + y
     x * 0, 0 * x  (integer and bool only)        -> 0
+    transpose(a @ b)                             -> transpose(b) @ transpose(a)
+    x > 0 used beside relu(x) = where(x > 0, x, 0) -> relu(x) > 0 for the other uses
 
 Integer results stay bitwise equal. Float rewrites are exact in IEEE arithmetic: x * 0 is not
 folded for floats (inf * 0 and nan * 0 are nan), nor x / 1 for integers (the reference divides
@@ -32,10 +34,15 @@ def simplify_algebra(graph: Graph) -> tuple[Graph, bool]:
         if rule is None and is_category(node.op, REDUCE):
             rule = _reduce
         replacement = rule(graph, node) if rule else None
-        if replacement is not None:
+        if replacement is REWIRED:
+            changed = True
+        elif replacement is not None:
             replace(graph, node_id, replacement)
             changed = True
     return graph, changed
+
+
+REWIRED = object()  # a rule changed other nodes' operands; its own node stays
 
 
 def _is_neg(graph: Graph, node_id: int) -> bool:
@@ -112,5 +119,42 @@ def _reduce(graph: Graph, node: Node):
     return node.inputs[0] if not node.attrs["axes"] else None
 
 
-RULES = {"mul": _mul, "add": _add, "sub": _sub, "div": _div, "neg": _neg, "cast": _cast,
+def _permute(graph: Graph, node: Node):
+    """(a @ b)^T = b^T @ a^T: BLAS reads transposed operands for free, so the transposed product
+    needs no copy kernel (the weight gradient of a Linear layer has this form). Applied when the
+    product has no other use."""
+    source = graph.node(node.inputs[0])
+    rank = len(node.shape)
+    swap_last = tuple(range(rank - 2)) + (rank - 1, rank - 2)
+    if source.op != "matmul" or tuple(node.attrs["dims"]) != swap_last or graph.users(source.id) != [node.id]:
+        return None
+    a, b = source.inputs
+    a_t = graph.call("permute", [a], source.where, dims=swap_last)
+    b_t = graph.call("permute", [b], source.where, dims=swap_last)
+    return graph.call("matmul", [b_t, a_t], source.where)
+
+
+def _gt(graph: Graph, node: Node):
+    """ReLU's mask from its output: where(x > 0, x, 0) is positive exactly where x > 0, so other
+    uses of the mask (the backward pass) can read relu(x) instead of x. Then x is needed by the
+    forward only and fuses into its producer (a GEMM's epilogue writes relu(x) in place)."""
+    x, zero = node.inputs
+    if not holds(graph, zero, 0):
+        return None
+    relu = [u for u in graph.users(node.id)
+            if graph.node(u).op == "where" and graph.node(u).inputs[:2] == (node.id, x)
+            and holds(graph, graph.node(u).inputs[2], 0)]
+    others = [u for u in graph.users(node.id) if u not in relu]
+    if not relu or not others:
+        return None
+    mask = graph.call("gt", [relu[0], zero], node.where)
+    for user in others:
+        user_node = graph.node(user)
+        user_node.inputs = tuple(mask if i == node.id else i for i in user_node.inputs)
+        graph.nx.remove_edge(node.id, user)
+        graph.nx.add_edge(mask, user)
+    return REWIRED  # the node itself stays: relu's where still uses it
+
+
+RULES = {"gt": _gt, "permute": _permute, "mul": _mul, "add": _add, "sub": _sub, "div": _div, "neg": _neg, "cast": _cast,
          "where": _where}
