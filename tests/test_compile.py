@@ -224,3 +224,31 @@ def test_dropout_draws_new_numbers_each_call_like_the_lazy_path(rng):
     for lazy, compiled in zip(*outputs):
         np.testing.assert_array_equal(lazy, compiled)
     assert not np.array_equal(outputs[1][1], outputs[1][2])
+
+
+def test_scheduler_stepping_inside_the_compiled_function(rng):
+    x, y = batches("mlp", rng, 1)[0]
+    results = []
+    for compiled in (False, True):
+        model, optimizer = make_setup("mlp", "sgd", 4)
+        scheduler = optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.5)
+        criterion = nn.CrossEntropyLoss()
+
+        def step(a, b):
+            optimizer.zero_grad()
+            loss = criterion(model(a), b)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            return loss
+        runner = graphc.compile(step) if compiled else step
+        for _ in range(5):
+            runner(graphc.tensor(x), graphc.tensor(y))
+        results.append(([p.detach().numpy().copy() for p in model.parameters()],
+                        optimizer.param_groups[0]["lr"]))
+        if compiled:
+            assert runner.stats()["variants"] == 1
+    (lazy_parameters, lazy_lr), (parameters, lr) = results
+    assert lr == pytest.approx(lazy_lr) and lr == pytest.approx(0.05 * 0.5 ** 5)
+    for compiled, lazy in zip(parameters, lazy_parameters):
+        np.testing.assert_allclose(compiled, lazy, rtol=1e-5, atol=1e-6)

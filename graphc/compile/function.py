@@ -132,6 +132,7 @@ class Variant:
     trace_seconds: float = 0.0
     compile_seconds: float = 0.0
     calls: int = 0
+    events: list = field(default_factory=list)
     read_locators: set = field(default_factory=set)   # locators whose old value the graph reads
 
 
@@ -184,21 +185,30 @@ class CompiledFunction:
             argument._realize()
         argument_storages = {a._storage: k for k, a in enumerate(arguments)}
         pending_before = set(id(s) for s in lazy._pending)
-        saved_options = []
+        saved_options = {}   # (id(group), key) -> [group, key, the option's latest Python value]
+        first_values = []    # the value each scalar input had when the trace read it
         with TraceContext() as context:
+            def substitute(group, key):
+                value = float(group[key])
+                saved_options[(id(group), key)] = [group, key, group[key]]
+                first_values.append(value)
+                group[key] = context.scalar_input(value, lambda g=group, k=key: g[k])
+
+            def restore(groups=None):
+                for group, key, value in saved_options.values():
+                    if groups is None or any(group is g for g in groups):
+                        group[key] = value
+
             for optimizer in optimizers:
                 for group in optimizer.param_groups:
                     for key in guard_module.RUNTIME_OPTIONS:
                         if key in group and isinstance(group[key], (int, float)):
-                            saved_options.append((group, key, group[key]))
-                            group[key] = context.scalar_input(float(group[key]),
-                                                              lambda g=group, k=key: g[k])
-            try:
-                result = self.function(*args, **kwargs)
-            finally:
-                for group, key, value in saved_options:
-                    if isinstance(group[key], Tensor):
-                        group[key] = value
+                            substitute(group, key)
+            with _schedulers_recorded(context, substitute, restore):
+                try:
+                    result = self.function(*args, **kwargs)
+                finally:
+                    restore()
         leaves: list = []
         result_spec = _flatten(result, leaves)
         owners = _owners(modules, optimizers)
@@ -256,7 +266,7 @@ class CompiledFunction:
         # a trace that changed the watched state is not kept: run it once on the interpreter
         variant.program = self._compile(build.graph, _alias_candidates(variant)) if steady else None
         variant.compile_seconds = time.perf_counter() - compile_started
-        first_values = [value for _, _, value in saved_options]
+        variant.events = list(context.events)
         outcome = self._run(variant, arguments, first_values, build.bindings)
         if not steady:
             # the call changed the state the guards watch (e.g. created gradients or optimizer
@@ -284,7 +294,12 @@ class CompiledFunction:
         arguments = [a for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor)]
         for argument in arguments:
             argument._realize()
-        scalars = [getter() for getter in variant.scalar_getters]
+        scalars = [None] * len(variant.scalar_getters)
+        for kind, item in variant.events:
+            if kind == "scalar":
+                scalars[item] = variant.scalar_getters[item]()
+            else:
+                item.step()   # a scheduler stepped inside the function: its Python logic runs here
         return self._run(variant, arguments, scalars, None)
 
     def _run(self, variant: Variant, arguments, scalars, trace_bindings):
@@ -355,6 +370,36 @@ class CompiledFunction:
 
     def graphs(self) -> list:
         return [v.graph for v in self.variants]
+
+
+class _schedulers_recorded:
+    """While tracing, an LR scheduler's step() runs for real on Python floats, is recorded (a replay
+    calls it again at the same point) and its new learning rates become new runtime inputs."""
+
+    def __init__(self, context, substitute, restore):
+        self.context, self.substitute, self.restore = context, substitute, restore
+
+    def __enter__(self):
+        from graphc.optim.lr_scheduler import LRScheduler
+        self.original = original = LRScheduler.step
+        context, substitute, restore = self.context, self.substitute, self.restore
+
+        def recorded_step(scheduler, *args, **kwargs):
+            restore(scheduler.optimizer.param_groups)
+            result = original(scheduler, *args, **kwargs)
+            context.events.append(("scheduler", scheduler))
+            for group in scheduler.optimizer.param_groups:
+                for key in guard_module.RUNTIME_OPTIONS:
+                    if key in group and isinstance(group[key], (int, float)):
+                        substitute(group, key)
+            return result
+        LRScheduler.step = recorded_step
+        return self
+
+    def __exit__(self, *exc):
+        from graphc.optim.lr_scheduler import LRScheduler
+        LRScheduler.step = self.original
+        return False
 
 
 def _alias_candidates(variant) -> dict:

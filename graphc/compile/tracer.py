@@ -30,6 +30,7 @@ class TraceContext:
         self.random_keys: list = []    # (key storage, counters consumed before it)
         self.random_count = 0
         self.scalar_inputs: list = []  # (storage, getter) bound to a Python number at each run
+        self.events: list = []         # ('scalar', index) and ('scheduler', scheduler), in trace order
 
     def __enter__(self):
         _active.append(self)
@@ -98,5 +99,6 @@ class TraceContext:
         """A 0-d float64 tensor standing for a Python number read at every run (e.g. a learning rate)."""
         from graphc.tensor import Tensor
         scalar = Tensor._from_array(np.array(value, dtype=np.float64))
+        self.events.append(("scalar", len(self.scalar_inputs)))
         self.scalar_inputs.append((scalar._storage, getter))
         return scalar

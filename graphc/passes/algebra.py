@@ -10,6 +10,7 @@
     x * 0, 0 * x  (integer and bool only)        -> 0
     transpose(a @ b)                             -> transpose(b) @ transpose(a)
     x > 0 used beside relu(x) = where(x > 0, x, 0) -> relu(x) > 0 for the other uses
+    reshape(reduce(x, keepdims=True)) dropping the kept dims -> reduce(x, keepdims=False)
 
 Integer results stay bitwise equal. Float rewrites are exact in IEEE arithmetic: x * 0 is not
 folded for floats (inf * 0 and nan * 0 are nan), nor x / 1 for integers (the reference divides
@@ -156,5 +157,18 @@ def _gt(graph: Graph, node: Node):
     return REWIRED  # the node itself stays: relu's where still uses it
 
 
-RULES = {"gt": _gt, "permute": _permute, "mul": _mul, "add": _add, "sub": _sub, "div": _div, "neg": _neg, "cast": _cast,
+def _reshape(graph: Graph, node: Node):
+    """A reduction's kept size-1 dims, then a reshape that drops them: reduce without keeping them
+    (so the result is written straight into its final buffer, with no copy kernel)."""
+    source = graph.node(node.inputs[0])
+    if not is_category(source.op, REDUCE) or not source.attrs.get("keepdims") or len(graph.users(source.id)) != 1:
+        return None
+    axes = source.attrs["axes"]
+    dropped = tuple(s for i, s in enumerate(source.shape) if i not in axes)
+    if tuple(node.shape) != dropped:
+        return None
+    return graph.call(source.op, list(source.inputs), source.where, axes=axes, keepdims=False)
+
+
+RULES = {"reshape": _reshape, "gt": _gt, "permute": _permute, "mul": _mul, "add": _add, "sub": _sub, "div": _div, "neg": _neg, "cast": _cast,
          "where": _where}
