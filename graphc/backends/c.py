@@ -91,6 +91,14 @@ class CompiledGraph:
             spares.append(array)
         return array
 
+    def output_arrays(self) -> list:
+        """Fresh (or recycled) arrays for every distinct output."""
+        return [self._output_array(k) for k in range(len(self.layout.outputs))]
+
+    def run_arrays(self, inputs: list, outputs: list) -> None:
+        """Run on arrays already in slot order (the compile fast path's entry)."""
+        self.program(inputs + outputs + [self.arena])
+
     def __call__(self, bindings, out: dict | None = None) -> list:
         """Run with placeholders bound by name. `out` maps output positions (in the distinct
         outputs) to arrays to write into; aliased outputs write over their input's array."""

@@ -146,16 +146,23 @@ class CompiledFunction:
         self.variants: list[Variant] = []
         self.history: list[dict] = []   # every trace: when, why, how long
         self.fallbacks = 0
+        self._fast = None   # FastReplay of the variant that ran last
         self.__name__ = getattr(function, "__name__", type(function).__name__)
         self.__doc__ = getattr(function, "__doc__", None)
         self.__wrapped__ = function
 
     # ---- calling -------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
+        fast = self._fast
+        if fast is not None and fast.matches(args, kwargs):
+            return self._replay_fast(fast, args, kwargs)
         modules, optimizers, schedulers = guard_module.discover(self.function, args, kwargs)
         guards = guard_module.signature(args, kwargs, modules, optimizers)
         for variant in self.variants:
             if variant.guards == guards:
+                if variant.program is not None:
+                    from graphc.compile.fast_path import FastReplay
+                    self._fast = FastReplay(self, variant, self.function, args, kwargs, modules, optimizers)
                 return self._replay(variant, args, kwargs)
         reason = self._reason(guards)
         if len(self.variants) >= self.max_variants:
@@ -290,17 +297,23 @@ class CompiledFunction:
         return CompiledGraph(graph, aliases)
 
     # ---- running ---------------------------------------------------------------------------------
-    def _replay(self, variant: Variant, args, kwargs):
-        arguments = [a for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor)]
-        for argument in arguments:
-            argument._realize()
+    def _scalars(self, variant: Variant) -> list:
         scalars = [None] * len(variant.scalar_getters)
         for kind, item in variant.events:
             if kind == "scalar":
                 scalars[item] = variant.scalar_getters[item]()
             else:
                 item.step()   # a scheduler stepped inside the function: its Python logic runs here
-        return self._run(variant, arguments, scalars, None)
+        return scalars
+
+    def _replay_fast(self, fast, args, kwargs):
+        return fast.run(args, kwargs, self._scalars(fast.variant))
+
+    def _replay(self, variant: Variant, args, kwargs):
+        arguments = [a for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor)]
+        for argument in arguments:
+            argument._realize()
+        return self._run(variant, arguments, self._scalars(variant), None)
 
     def _run(self, variant: Variant, arguments, scalars, trace_bindings):
         bindings = {}

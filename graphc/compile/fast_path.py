@@ -1,0 +1,244 @@
+"""The replay fast path: check a variant's guards and run it with as little Python as possible.
+
+The full guards (`guards.signature`) walk every module and optimizer; a `FastReplay` instead keeps
+flat lists made when the variant was traced, compares them by identity, and keeps the arrays it
+binds (parameter views, scalar cells, result buffers) from call to call, so an unchanged step
+reuses the native program's pointer table. Any mismatch falls back to the full path.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.autograd.grad_mode import is_grad_enabled
+from graphc.lazy import strided_view
+from graphc.tensor import Tensor
+
+SMALL_RESULT_BYTES = 1 << 16  # results up to this size are copied out of a persistent buffer
+
+
+class FastReplay:
+    def __init__(self, compiled, variant, function, args, kwargs, modules, optimizers):
+        from graphc.compile.guards import RUNTIME_OPTIONS
+        self.variant = variant
+        self.program = variant.program
+        self.grad_mode = is_grad_enabled()
+        self.argument_count = (len(args), tuple(sorted(kwargs)))
+        self.argument_specs = [(a._shape, a._storage.dtype, a._strides, a._offset, a._requires_grad)
+                               if isinstance(a, Tensor) else ("value", a)
+                               for a in list(args) + [kwargs[k] for k in sorted(kwargs)]]
+        self.watched = _watched_names(function)
+        self.modules = [m for module in modules for m in module.modules()]
+        self.module_tables = [self._tables(m) for m in self.modules]
+        self.training = [m.training for m in self.modules]
+        self.parameters = list({id(p): p for m in modules for p in m.parameters()}.values())
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if all(p is not q for q in self.parameters):
+                        self.parameters.append(p)
+        self.parameter_specs = [self._parameter_spec(p) for p in self.parameters]
+        self.optimizers = optimizers
+        self.runtime_options = RUNTIME_OPTIONS
+        self.optimizer_specs = [self._optimizer_spec(o) for o in optimizers]
+        layout = self.program.layout
+        self.input_names = layout.input_names
+        self.sources = [variant.sources.get(name) for name in layout.input_names]
+        self.cached_inputs = [None] * len(self.sources)   # (storage, array, view)
+        self.scalar_cells = [np.zeros((), dtype=np.float64) for _ in variant.scalar_getters]
+        self.random_cells = [np.zeros(2, dtype=np.int64) for _ in variant.random_keys]
+        self.cached_destinations = {}
+        self._plan_outputs(layout)
+
+    # ---- guards --------------------------------------------------------------------------------
+    @staticmethod
+    def _tables(module):
+        return (tuple(module._parameters.values()), tuple(module._buffers.values()),
+                tuple(module._modules.values()))
+
+    @staticmethod
+    def _parameter_spec(p):
+        grad = p.grad
+        return (p._shape, p._requires_grad, None if grad is None else (grad._shape, grad._storage.dtype))
+
+    def _optimizer_spec(self, optimizer):
+        groups = tuple(tuple((k, v) for k, v in group.items() if k != "params" and k not in self.runtime_options)
+                       for group in optimizer.param_groups)
+        state = tuple((len(entry), tuple(entry)) for entry in optimizer.state.values())
+        return (len(optimizer.state), groups, state)
+
+    def matches(self, args, kwargs) -> bool:
+        if is_grad_enabled() != self.grad_mode or (len(args), tuple(sorted(kwargs))) != self.argument_count:
+            return False
+        values = list(args) + [kwargs[k] for k in sorted(kwargs)] if kwargs else args
+        for value, spec in zip(values, self.argument_specs):
+            if isinstance(value, Tensor):
+                if (value._shape, value._storage.dtype, value._strides, value._offset,
+                        value._requires_grad) != spec:
+                    return False
+            elif spec[0] != "value" or spec[1] != value:
+                return False
+        for container, name, expected in self.watched:
+            if container.get(name) is not expected:
+                return False
+        for module, tables, training in zip(self.modules, self.module_tables, self.training):
+            if module.training != training:
+                return False
+            parameters, buffers, children = tables
+            if len(module._parameters) != len(parameters) or any(
+                    a is not b for a, b in zip(module._parameters.values(), parameters)):
+                return False
+            if any(a is not b for a, b in zip(module._buffers.values(), buffers)) or \
+                    len(module._buffers) != len(buffers):
+                return False
+            if len(module._modules) != len(children):
+                return False
+        for p, spec in zip(self.parameters, self.parameter_specs):
+            if self._parameter_spec(p) != spec:
+                return False
+        for optimizer, spec in zip(self.optimizers, self.optimizer_specs):
+            if len(optimizer.state) != spec[0] or self._optimizer_spec(optimizer) != spec:
+                return False
+        return True
+
+    # ---- running -------------------------------------------------------------------------------
+    def _plan_outputs(self, layout):
+        """Which program outputs go straight into state memory, and which results are copied out."""
+        variant = self.variant
+        self.result_slots = []     # (graph position, distinct output, persistent buffer or None)
+        self.direct = []           # (distinct output, destination)
+        self.writes = []           # destinations whose storage version is bumped after a run
+        self.copies = []           # (distinct output, destination) written by copying
+        in_place = set(layout.aliased)
+        for graph_position, destination in enumerate(variant.destinations):
+            kind = destination[0]
+            where = layout.results[graph_position]
+            if kind == "result":
+                if where[0] != "output":
+                    self.result_slots.append((graph_position, None, None))
+                    continue
+                _, shape, dtype = layout.outputs[where[1]]
+                small = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize <= SMALL_RESULT_BYTES
+                self.result_slots.append((graph_position, where[1], np.empty(shape, dtype) if small else None))
+                continue
+            self.writes.append(destination)
+            if where[0] != "output" or where[1] in in_place:
+                continue
+            if kind == "write" and destination[1] in variant.read_locators:
+                self.copies.append((where[1], destination))
+            else:
+                self.direct.append((where[1], destination))
+
+    def _input_array(self, index, source, arguments):
+        kind = source[0]
+        if kind == "argument":
+            storage = arguments[source[1]]._storage
+        elif kind == "locator":
+            storage = source[1].storage()
+        elif kind == "scalar":
+            return self.scalar_cells[source[1]]
+        else:
+            return self.random_cells[source[1]]
+        cached = self.cached_inputs[index]
+        if cached is not None and cached[0] is storage and cached[1] is storage.array:
+            return cached[2]
+        view = np.ascontiguousarray(strided_view(storage, *source[2]))
+        self.cached_inputs[index] = (storage, storage.array, view)
+        return view
+
+    def _destination(self, position, destination):
+        storage = destination[1].storage()
+        cached = self.cached_destinations.get(position)
+        if cached is not None and cached[0] is storage and cached[1] is storage.array:
+            return cached[2]
+        array = _destination_array(destination, self.program.layout.outputs[position])
+        self.cached_destinations[position] = (storage, storage.array, array)
+        return array
+
+    def run(self, args, kwargs, scalars):
+        variant, program = self.variant, self.program
+        arguments = [a for a in list(args) + [kwargs[k] for k in sorted(kwargs)] if isinstance(a, Tensor)] \
+            if kwargs else [a for a in args if isinstance(a, Tensor)]
+        for argument in arguments:
+            if argument._storage.array is None:
+                argument._realize()
+        for cell, value in zip(self.scalar_cells, scalars):
+            cell[()] = value
+        if self.random_cells:
+            for cell, (offset, generator) in zip(self.random_cells, variant.random_keys):
+                cell[0] = generator.seed
+                cell[1] = generator.offset + offset
+            variant.random_keys[0][1].offset += variant.random_count
+        inputs = [self._input_array(i, s, arguments) for i, s in enumerate(self.sources)]
+        outputs = [None] * len(program.layout.outputs)
+        for position, destination in self.direct:
+            outputs[position] = self._destination(position, destination)
+        for position, persistent in ((s[1], s[2]) for s in self.result_slots if s[2] is not None):
+            outputs[position] = persistent
+        if program.layout.aliased:
+            by_name = dict(zip(self.input_names, inputs))
+            for position, name in program.layout.aliased.items():
+                outputs[position] = by_name[name]
+        for position, array in enumerate(outputs):
+            if array is None:
+                outputs[position] = program._output_array(position)
+        program.run_arrays(inputs, outputs)
+        variant.calls += 1
+        for position, destination in self.copies:
+            np.copyto(self._destination(position, destination), outputs[position])
+        for destination in self.writes:
+            destination[1].storage().version += 1
+        tensors = []
+        for graph_position, position, persistent in self.result_slots:
+            if position is None:
+                name = program.layout.results[graph_position][1]
+                tensors.append(Tensor._from_array(np.array(inputs[self.input_names.index(name)])))
+            elif persistent is not None:
+                tensors.append(Tensor._from_array(persistent.copy(), share=True))
+            else:
+                tensors.append(Tensor._from_array(outputs[position], share=True))
+        from graphc.compile.function import _rebuild
+        return _rebuild(variant.result_spec, tensors)
+
+
+def _destination_array(destination, output_spec):
+    """The memory a state output is written into: the destination tensor's storage."""
+    _, shape, _ = output_spec
+    if destination[0] == "write":
+        return strided_view(destination[1].storage(), *destination[2])
+    storage = destination[1].storage()
+    return storage.array[:int(np.prod(shape, dtype=np.int64))].reshape(shape)
+
+
+def _watched_names(function) -> list:
+    """(container, name, object) for every closure variable and global the function names."""
+    target = getattr(function, "__func__", function)
+    watched = []
+    cells = getattr(target, "__closure__", None) or ()
+    names = getattr(getattr(target, "__code__", None), "co_freevars", ())
+    for name, cell in zip(names, cells):
+        try:
+            watched.append((_CellView(cell), name, cell.cell_contents))
+        except ValueError:
+            pass
+    code = getattr(target, "__code__", None)
+    namespace = getattr(target, "__globals__", None)
+    if code is not None and namespace is not None:
+        for name in code.co_names:
+            if name in namespace:
+                watched.append((namespace, name, namespace[name]))
+    return watched
+
+
+class _CellView:
+    """A closure cell read like a dict (so globals and cells are checked the same way)."""
+
+    __slots__ = ("cell",)
+
+    def __init__(self, cell):
+        self.cell = cell
+
+    def get(self, name):
+        try:
+            return self.cell.cell_contents
+        except ValueError:
+            return None
