@@ -11,7 +11,7 @@ import numpy as np
 
 from graphc import dtypes
 from graphc.errors import op_error
-from graphc.lazy import realize_all_pending, strided_view
+from graphc.lazy import strided_view
 from graphc.source_location import user_location
 from graphc.tensor import Tensor, realize_pending
 from graphc import views

@@ -10,7 +10,7 @@ import numpy as np
 
 from graphc.autograd.grad_mode import is_grad_enabled
 from graphc.errors import GraphcError, ShapeError, op_error
-from graphc.lazy import LazyNode, Storage, realize_all_pending, strided_view
+from graphc.lazy import LazyNode, Storage, strided_view
 from graphc.source_location import user_location
 from graphc.tensor import Tensor, realize_pending
 from graphc import tensor_ops

@@ -134,7 +134,7 @@ def _check_dtypes(op: str, values, dtype: DType, where: str) -> None:
     if op in _BOOL_ERRORS and builtins.any(_is_bool(v) for v in values):
         raise op_error(op, _BOOL_ERRORS[op], where, kind=RuntimeError)
     if op in ("floor_divide", "remainder", "pow") and dtype is dtypes.bool_:
-        raise op_error(op, f"not implemented for bool tensors", where, kind=RuntimeError)
+        raise op_error(op, "not implemented for bool tensors", where, kind=RuntimeError)
     if op == "pow" and dtype.category == dtypes.INTEGER:
         exponent = values[1]
         if not isinstance(exponent, Tensor) and isinstance(exponent, Scalar) and exponent < 0:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import graphc
-from helpers import DTYPE_NAMES, LAYOUTS, SHAPES, assert_close, gdtype, make_pair, random_array
+from helpers import DTYPE_NAMES, LAYOUTS, SHAPES, assert_close, gdtype, make_pair
 
 
 @pytest.mark.parametrize("shape", SHAPES)
