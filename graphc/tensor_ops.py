@@ -135,6 +135,11 @@ def _check_dtypes(op: str, values, dtype: DType, where: str) -> None:
         raise op_error(op, _BOOL_ERRORS[op], where, kind=RuntimeError)
     if op in ("floor_divide", "remainder", "pow") and dtype is dtypes.bool_:
         raise op_error(op, "not implemented for bool tensors", where, kind=RuntimeError)
+    if op in ("floor_divide", "remainder") and dtype.category == dtypes.INTEGER:
+        divisor = values[1]
+        if not isinstance(divisor, Tensor) and divisor == 0:
+            raise op_error(op, "ZeroDivisionError: integer division by zero", where,
+                           kind=RuntimeError)
     if op == "pow" and dtype.category == dtypes.INTEGER:
         exponent = values[1]
         if not isinstance(exponent, Tensor) and isinstance(exponent, Scalar) and exponent < 0:

@@ -206,6 +206,8 @@ def test_bool_arithmetic_refusals(rng, runs):
     expect_error(lambda: b ** b, RuntimeError, "pow", "bool")
     expect_error(lambda: b.relu(), RuntimeError, "relu", "Boolean")
     expect_error(lambda: i ** -1, RuntimeError, "pow", "negative integer powers")
+    expect_error(lambda: i // 0, RuntimeError, "floor_divide", "ZeroDivisionError")
+    expect_error(lambda: i % 0, RuntimeError, "remainder", "ZeroDivisionError")
     expect_error(lambda: graphc.where(i, i, i), TypeError, "where", "bool", "int64")
     assert runs == []
     with pytest.raises(TypeError, match="bool tensors only"):

@@ -69,6 +69,20 @@ def load_initial_parameters(system: System, model, seed: int) -> None:
     model.load_state_dict({name: system.tensor(array) for name, array in arrays.items()})
 
 
+# ---- data -------------------------------------------------------------------------------------------
+def classification_batches(seed: int, count: int, shape: tuple, classes: int) -> Callable[[int], tuple]:
+    """`count` fresh batches (standard-normal float32 inputs, int64 labels) drawn once from `seed`,
+    so every system trains on the same data; returns step index -> (inputs, labels)."""
+    rng = np.random.default_rng([seed, 1])
+    batches = [(rng.standard_normal(shape, dtype=np.float32), rng.integers(0, classes, shape[0]))
+               for _ in range(count)]
+    return lambda index: batches[index]
+
+
+def standard_normal(seed: int, shape: tuple) -> np.ndarray:
+    return np.random.default_rng([seed, 2]).standard_normal(shape, dtype=np.float32)
+
+
 # ---- train steps ------------------------------------------------------------------------------------
 @dataclass
 class TrainingSetup:
