@@ -207,6 +207,10 @@ def observations(rows: list[Row]) -> list[str]:
             elif result.spread is not None and result.spread > NOISY_SPREAD:
                 lines.append(f"{row.id} {LABELS.get(key, key)}: median is {result.spread:.1f}× the fastest "
                              f"call (noisy: other work shared the cores?)")
+        reference = row.reference
+        if reference is not None and reference.spread is not None and reference.spread > NOISY_SPREAD:
+            lines.append(f"{row.id} reference ({row.reference_label}): median is {reference.spread:.1f}× the "
+                         f"fastest call (noisy)")
         lines.extend(f"{row.id}: {note}" for note in row.notes)
     return lines
 
@@ -241,7 +245,7 @@ def write_markdown(path: Path, rows: list[Row], header: list[str]) -> None:
             kept = old[old.index(NOTES_MARKER) + len(NOTES_MARKER):]
     title = ["# graphc benchmarks", ""]
     body = render(rows, [f"{line}  " for line in header])   # two spaces: Markdown line breaks
-    path.write_text("\n".join(title) + body.rstrip() + "\n\n" + NOTES_MARKER + (kept or "\n"))
+    path.write_text("\n".join(title) + "\n" + body.rstrip() + "\n\n" + NOTES_MARKER + (kept or "\n"))
 
 
 def to_json(rows: list[Row], machine: dict, command: str, config: dict) -> dict:

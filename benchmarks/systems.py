@@ -84,6 +84,11 @@ class GraphcLazy(System):
     key = "lazy"
     label = "graphc lazy"
 
+    def prepare(self, function):
+        from graphc import backend
+        self._compiled_before = backend.stats["compiled"]
+        return function
+
     def realize(self, value) -> None:
         _realize_graphc(value)
 
@@ -96,7 +101,8 @@ class GraphcLazy(System):
 
     def startup_note(self, runner) -> str:
         from graphc import backend
-        return f"{backend.stats['compiled']} graphs compiled so far"
+        compiled = backend.stats["compiled"] - getattr(self, "_compiled_before", 0)
+        return f"{compiled} graphs compiled"
 
 
 class TorchEager(System):

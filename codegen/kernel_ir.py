@@ -91,6 +91,16 @@ class Loop:
     parallel: bool = False
     simd: bool = False
     reduce: tuple = ()  # ((combine, accumulator name), ...) carried across iterations
+    start: Expr | None = None  # bounds computed at run time: for (var = start; var < stop; ...)
+    stop: Expr | None = None
+
+
+@dataclass
+class If:
+    """if (condition) { body } else { orelse }."""
+    condition: Expr
+    body: list
+    orelse: list = field(default_factory=list)
 
 
 @dataclass

@@ -10,13 +10,13 @@ import functools
 
 import jinja2
 
-from codegen.kernel_ir import (Accumulate, Buffer, Const, Declare, Expr, Gemm, Kernel, Let, Load, Loop,
+from codegen.kernel_ir import (Accumulate, Buffer, Const, Declare, Expr, Gemm, If, Kernel, Let, Load, Loop,
                                Op, Program, Store, Var)
 
 # math functions given vector variants through libmvec prototypes in the prelude
 SIMD_FUNCTIONS = ("exp", "log", "sin", "cos", "tanh", "erf")
 # below this many elements a kernel runs on one thread: OpenMP's fork costs more than it saves
-PARALLEL_THRESHOLD = 1 << 15
+PARALLEL_THRESHOLD = 1 << 18
 
 
 @functools.lru_cache(maxsize=None)
@@ -87,6 +87,11 @@ def render_statement(statement, depth: int, work: int) -> str:
         return _render_loop(statement, depth, work)
     if isinstance(statement, Gemm):
         return _render_gemm(statement, depth)
+    if isinstance(statement, If):
+        text = f"{pad}if ({render_expr(statement.condition)}) {{\n{render_statements(statement.body, depth + 1, work)}\n{pad}}}"
+        if statement.orelse:
+            text += f" else {{\n{render_statements(statement.orelse, depth + 1, work)}\n{pad}}}"
+        return text
     raise TypeError(f"cannot render statement {statement!r}")
 
 
@@ -102,7 +107,9 @@ def _render_loop(loop: Loop, depth: int, work: int) -> str:
         lines.append(f"{pad}#pragma {pragma} schedule(static)")
     elif loop.simd and all(c != "max" for c, _ in loop.reduce):
         lines.append(f"{pad}#pragma omp simd {' '.join(clauses)}".rstrip())
-    lines.append(f"{pad}for (int64_t {loop.var} = 0; {loop.var} < {loop.extent}; {loop.var}++) {{")
+    start = render_expr(loop.start) if loop.start is not None else "0"
+    stop = render_expr(loop.stop) if loop.stop is not None else str(loop.extent)
+    lines.append(f"{pad}for (int64_t {loop.var} = {start}; {loop.var} < {stop}; {loop.var}++) {{")
     lines.append(render_statements(loop.body, depth + 1, work))
     lines.append(f"{pad}}}")
     return "\n".join(lines)

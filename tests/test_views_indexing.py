@@ -159,7 +159,8 @@ def test_is_contiguous_rules(rng):
     assert x.is_contiguous() and not x.T.is_contiguous()
     assert graphc.zeros(3, 1).T.is_contiguous()             # size-1 dims do not count
     assert not x[:, ::2].is_contiguous() and x[1:].is_contiguous()
-    assert x[:, :1].is_contiguous() is False or x[:, :1].shape[1] == 1
+    assert not x[:, :1].is_contiguous() and not x[:, 1:2].is_contiguous()
+    assert x[1:2, 1:3].is_contiguous()                       # one row: only the last stride counts
     assert x.T.contiguous().stride() == (3, 1)
 
 

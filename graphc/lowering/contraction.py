@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from codegen.kernel_ir import Accumulate, Const, Declare, Gemm, Let, Load, Loop, Op, Store, Var
+from codegen.kernel_ir import Accumulate, Const, Declare, Gemm, If, Let, Load, Loop, Op, Store, Var
 from graphc.lowering import index as ix
 from graphc.lowering.loops import LoopKernelBuilder, _nest, c_literal
 from graphc.passes.fuse import gemm_operand
@@ -76,25 +76,48 @@ def cols_elements(attrs, x_shape, w_shape) -> int:
     return g["n"] * g["c"] * g["kh"] * g["kw"] * g["ho"] * g["wo"]
 
 
+def _column_bounds(g, tap: Var):
+    """The output columns q whose input column q*sw - pw + tap*dw lies inside [0, w): [low, high)."""
+    shift = Op("({0} * %d - %d)" % (g["dw"], g["pw"]), (tap,))            # input column of q = 0
+    low = Op("({0} >= 0 ? 0 : (-({0}) + %d) / %d)" % (g["sw"] - 1, g["sw"]), (shift,))
+    high = Op("({0} > %d ? 0 : ((%d - {0}) / %d + 1 < %d ? (%d - {0}) / %d + 1 : %d))"
+              % (g["w"] - 1, g["w"] - 1, g["sw"], g["wo"], g["w"] - 1, g["sw"], g["wo"]), (shift,))
+    return shift, low, high
+
+
 def _im2col(g, x, cols, ctype) -> list:
-    """cols[n, (c*kh + i)*kw + j, p*wo + q] = x[n, c, p*sh - ph + i*dh, q*sw - pw + j*dw] (0 outside)."""
+    """cols[n, (c*kh + i)*kw + j, p*wo + q] = x[n, c, p*sh - ph + i*dh, q*sw - pw + j*dw] (0 outside).
+
+    The columns inside the image are found once per tap, so the inner loop is a plain strided copy.
+    """
     n, c, i, j, p, q = (Var(v) for v in ("n", "c", "i", "j", "p", "q"))
-    row = Op("((({0} * %d + {1}) * %d + {2}) * %d + {3})" % (g["c"], g["kh"], g["kw"]), (n, c, i, j))
-    y = Op("({0} * %d - %d + {1} * %d)" % (g["sh"], g["ph"], g["dh"]), (p, i))
-    x_pos = Op("({0} * %d - %d + {1} * %d)" % (g["sw"], g["pw"], g["dw"]), (q, j))
-    inside = Op("({0} && {1})", (ix.in_range(Var("y"), g["h"]), ix.in_range(Var("x"), g["w"])))
-    source = Op("((({0} * %d + {1}) * %d + {2}) * %d + {3})" % (g["c"], g["h"], g["w"]),
-                (n, c, ix.clamp(Var("y"), g["h"]), ix.clamp(Var("x"), g["w"])))
-    inner = [Let("x", "int64_t", x_pos),
-             Store(cols, Op("({0} * %d + {1})" % (g["ho"] * g["wo"]), (row, Op("{0} * %d + {1}" % g["wo"], (p, q)))),
-                   Op("({0} ? {1} : 0)", (inside, Load(x, source))))]
-    body = [Let("y", "int64_t", y), Loop("q", g["wo"], inner, simd=True)]
+    shift, low, high = _column_bounds(g, j)
+    row = Op("(((({0} * %d + {1}) * %d + {2}) * %d + {3}) * %d + {4}) * %d"
+             % (g["c"], g["kh"], g["kw"], g["ho"], g["wo"]), (n, c, i, j, p))
+    source_row = Op("(({0} * %d + {1}) * %d + {2}) * %d" % (g["c"], g["h"], g["w"]), (n, c, Var("y")))
+    zero = Const(c_literal(0, _dtype_of(ctype)))
+    inside = [Let("low", "int64_t", low), Let("high", "int64_t", high),
+              Loop("q", g["wo"], [Store(cols, Op("{0} + {1}", (Var("row"), q)), zero)], stop=Var("low")),
+              Loop("q", g["wo"], [Store(cols, Op("{0} + {1}", (Var("row"), q)),
+                                        Load(x, Op("{0} + {1} * %d + {2}" % g["sw"], (Var("source"), q, Var("shift")))))],
+                   simd=True, start=Var("low"), stop=Var("high")),
+              Loop("q", g["wo"], [Store(cols, Op("{0} + {1}", (Var("row"), q)), zero)], start=Var("high"))]
+    outside = [Loop("q", g["wo"], [Store(cols, Op("{0} + {1}", (Var("row"), q)), zero)], simd=True)]
+    body = [Let("y", "int64_t", Op("({0} * %d - %d + {1} * %d)" % (g["sh"], g["ph"], g["dh"]), (p, i))),
+            Let("row", "int64_t", row), Let("shift", "int64_t", shift),
+            If(ix.in_range(Var("y"), g["h"]), [Let("source", "int64_t", source_row)] + inside, outside)]
     return [Loop("n", g["n"], [Loop("c", g["c"], [Loop("i", g["kh"], [Loop("j", g["kw"], [
         Loop("p", g["ho"], body)])])])], parallel=True)]
 
 
-def build_conv(graph, kernel_plan, buffer_of, scratch) -> list:
-    """Statements for conv2d, conv2d_input_grad or conv2d_weight_grad; `scratch` is the cols buffer."""
+def _dtype_of(ctype):
+    from graphc import dtypes
+    return dtypes.float32 if ctype == "float" else dtypes.float64
+
+
+def build_conv(graph, kernel_plan, buffer_of, scratch, columns_ready: bool = False) -> list:
+    """Statements for conv2d, conv2d_input_grad or conv2d_weight_grad; `scratch` is the cols buffer
+    (already filled with the input's columns when `columns_ready`)."""
     node = graph.node(kernel_plan.contraction_node)
     kind = node.op
     ctype = node.dtype.c_type
@@ -123,7 +146,8 @@ def build_conv(graph, kernel_plan, buffer_of, scratch) -> list:
                                    offset_a=group * og * ckk, offset_b=group * ckk * pixels,
                                    offset_c=group * og * pixels))
     elif kind == "conv2d_weight_grad":
-        statements += _im2col(g, buffer_of[x_id], scratch, ctype)
+        if not columns_ready:
+            statements += _im2col(g, buffer_of[x_id], scratch, ctype)
         for group in range(groups):
             statements.append(Gemm(buffer_of[gy_id], scratch, out, og, ckk, pixels, False, True, lda=pixels,
                                    ldb=pixels, ldc=ckk, ctype=ctype, batch=g["n"],
@@ -142,22 +166,25 @@ def build_conv(graph, kernel_plan, buffer_of, scratch) -> list:
 
 
 def _col2im(g, cols, out, ctype) -> list:
-    """x_grad[n, c, y, x] = sum over taps (i, j) that read (y, x) of cols[n, (c, i, j), (p, q)]."""
-    n, c, y, x, i, j = (Var(v) for v in ("n", "c", "y", "x", "i", "j"))
-    row_y = Op("({0} + %d - {1} * %d)" % (g["ph"], g["dh"]), (y, i))
-    row_x = Op("({0} + %d - {1} * %d)" % (g["pw"], g["dw"]), (x, j))
-    p = Op("({0} / %d)" % g["sh"], (Var("ty"),))
-    q = Op("({0} / %d)" % g["sw"], (Var("tx"),))
-    valid = Op("({0} >= 0 && {0} %% %d == 0 && {1} < %d && {2} >= 0 && {2} %% %d == 0 && {3} < %d)"
-               % (g["sh"], g["ho"], g["sw"], g["wo"]), (Var("ty"), p, Var("tx"), q))
-    row = Op("((({0} * %d + {1}) * %d + {2}) * %d + {3})" % (g["c"], g["kh"], g["kw"]), (n, c, i, j))
-    column = Op("({0} * %d + {1})" % g["wo"], (ix.clamp(p, g["ho"]), ix.clamp(q, g["wo"])))
-    load = Load(cols, Op("({0} * %d + {1})" % (g["ho"] * g["wo"]), (row, column)))
-    taps = [Let("ty", "int64_t", row_y), Let("tx", "int64_t", row_x),
-            Accumulate("acc", "+", Op("({0} ? {1} : 0)", (valid, load)))]
-    pixel = [Declare("acc", ctype, Const("0")),
-             Loop("i", g["kh"], [Loop("j", g["kw"], taps)]),
-             Store(out, Op("((({0} * %d + {1}) * %d + {2}) * %d + {3})" % (g["c"], g["h"], g["w"]), (n, c, y, x)),
-                   Var("acc"))]
-    return [Loop("n", g["n"], [Loop("c", g["c"], [Loop("y", g["h"], [Loop("x", g["w"], pixel, simd=True)])])],
-                 parallel=True)]
+    """x_grad[n, c, y, x] = sum of cols[n, (c, i, j), (p, q)] over the taps that read (y, x).
+
+    Written as a scatter: zero x_grad, then add each tap's row of columns into the input row it
+    came from (the columns inside the image found once per tap). One thread owns each image n, so
+    the additions never race.
+    """
+    n, c, i, j, p, q = (Var(v) for v in ("n", "c", "i", "j", "p", "q"))
+    plane = g["c"] * g["h"] * g["w"]
+    zero = Const(c_literal(0, _dtype_of(ctype)))
+    shift, low, high = _column_bounds(g, j)
+    row = Op("(((({0} * %d + {1}) * %d + {2}) * %d + {3}) * %d + {4}) * %d"
+             % (g["c"], g["kh"], g["kw"], g["ho"], g["wo"]), (n, c, i, j, p))
+    target_row = Op("(({0} * %d + {1}) * %d + {2}) * %d" % (g["c"], g["h"], g["w"]), (n, c, Var("y")))
+    target = Op("{0} + {1} * %d + {2}" % g["sw"], (Var("target"), q, Var("shift")))
+    add = Store(out, target, Op("{0} + {1}", (Load(out, target), Load(cols, Op("{0} + {1}", (Var("row"), q))))))
+    body = [Let("y", "int64_t", Op("({0} * %d - %d + {1} * %d)" % (g["sh"], g["ph"], g["dh"]), (p, i))),
+            If(ix.in_range(Var("y"), g["h"]),
+               [Let("row", "int64_t", row), Let("shift", "int64_t", shift), Let("target", "int64_t", target_row),
+                Loop("q", g["wo"], [add], simd=g["sw"] == 1, start=low, stop=high)])]
+    image = [Loop("z", plane, [Store(out, Op("{0} * %d + {1}" % plane, (n, Var("z"))), zero)], simd=True),
+             Loop("c", g["c"], [Loop("i", g["kh"], [Loop("j", g["kw"], [Loop("p", g["ho"], body)])])])]
+    return [Loop("n", g["n"], image, parallel=True)]

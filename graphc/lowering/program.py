@@ -55,6 +55,7 @@ def lower_program(plan: FusionPlan, name: str, aliases: dict | None = None) -> t
 
     # temporaries and their lifetimes (kernel indices in schedule order)
     sizes, lifetimes = {}, {}
+    scratch_of, columns_scratch, reused_columns = {}, {}, set()
     for index, kernel in enumerate(plan.kernels):
         if kernel.root not in buffer_of:
             node = graph.node(kernel.root)
@@ -66,9 +67,20 @@ def lower_program(plan: FusionPlan, name: str, aliases: dict | None = None) -> t
                 buffer_of[kernel.contraction] = key
         if kernel.kind.startswith("conv2d"):
             node = graph.node(kernel.contraction_node)
-            key = f"scratch{index}"
-            sizes[key] = _conv_scratch(graph, node) * node.dtype.itemsize
-            lifetimes[key] = [index, index]
+            columns = _columns_key(graph, node)
+            if columns in columns_scratch:
+                # the backward's weight gradient unfolds the same input as the forward did:
+                # keep the forward's columns and read them again
+                key = columns_scratch[columns]
+                lifetimes[key][1] = index
+                reused_columns.add(index)
+            else:
+                key = f"scratch{index}"
+                sizes[key] = _conv_scratch(graph, node) * node.dtype.itemsize
+                lifetimes[key] = [index, index]
+                if columns is not None:
+                    columns_scratch[columns] = key
+            scratch_of[index] = key
     for index, kernel in enumerate(plan.kernels):
         for source in _reads(graph, plan, kernel):
             key = buffer_of.get(source)
@@ -91,7 +103,8 @@ def lower_program(plan: FusionPlan, name: str, aliases: dict | None = None) -> t
             body += statements
             uses_blas |= blas
         elif kernel.kind.startswith("conv2d"):
-            body += build_conv(graph, kernel, buffer_of, f"scratch{index}")
+            body += build_conv(graph, kernel, buffer_of, scratch_of[index],
+                               columns_ready=index in reused_columns)
             uses_blas = True
         elif kernel.kind == "scatter":
             body += scatter.build_scatter(graph, kernel, buffer_of, names)
@@ -143,7 +156,7 @@ def _safe_aliases(graph, plan, program, aliases, output_ids, buffer_of) -> dict:
 
 def _accesses(statements, input_buffer, output_buffer):
     """Index expressions of the loads from input_buffer and the stores to output_buffer."""
-    from codegen.kernel_ir import Accumulate, Declare, Let, Load, Loop, Op, Store
+    from codegen.kernel_ir import Accumulate, Declare, If, Let, Load, Loop, Op, Store
     loads, stores = [], []
 
     def visit_expr(expr):
@@ -158,6 +171,9 @@ def _accesses(statements, input_buffer, output_buffer):
     def visit(statement):
         if isinstance(statement, Loop):
             for inner in statement.body:
+                visit(inner)
+        elif isinstance(statement, If):
+            for inner in statement.body + statement.orelse:
                 visit(inner)
         elif isinstance(statement, Store):
             if statement.buffer == output_buffer:
@@ -185,6 +201,15 @@ def _conv_scratch(graph, node) -> int:
     else:
         x, w = node.attrs["input_shape"], graph.node(node.inputs[1]).shape
     return cols_elements(node.attrs, x, w)
+
+
+def _columns_key(graph, node):
+    """What a convolution's im2col columns depend on (None when it unfolds no input)."""
+    if node.op not in ("conv2d", "conv2d_weight_grad"):
+        return None
+    weight_shape = graph.node(node.inputs[1]).shape if node.op == "conv2d" else tuple(node.attrs["weight_shape"])
+    attrs = tuple((k, node.attrs[k]) for k in ("stride", "padding", "dilation", "groups"))
+    return (node.inputs[0], attrs, tuple(weight_shape))
 
 
 def _reads(graph, plan, kernel) -> set:

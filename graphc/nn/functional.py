@@ -233,6 +233,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                                                             padding, dilation, ceil_mode, where)
     unbatched = input.ndim == 3
     x = input.unsqueeze(0) if unbatched else input
+    if not return_indices and _tiles(x, kernel, stride, padding, dilation):
+        values = _max_over_tiles(x, kernel)
+        return values.squeeze(0) if unbatched else values
     fill = -math.inf if x.dtype.is_floating_point else int(np.iinfo(x.dtype.numpy).min)
     taps = _pool_taps(x, kernel, stride, padding, dilation, out, fill, where)
     if len(taps) == 1:
@@ -253,6 +256,28 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     cols = arange(out[1]).view(1, -1) * stride[1] - padding[1] + (which % kernel[1]) * dilation[1]
     indices = rows * x.shape[3] + cols
     return values, (indices.squeeze(0) if unbatched else indices)
+
+
+def _tiles(x, kernel, stride, padding, dilation) -> bool:
+    """Windows that tile the input exactly (kernel == stride, no padding or dilation)."""
+    return (tuple(kernel) == tuple(stride) and not any(padding) and tuple(dilation) == (1, 1)
+            and x.shape[2] % kernel[0] == 0 and x.shape[3] % kernel[1] == 0)
+
+
+def _max_over_tiles(x, kernel):
+    """Max pooling when windows tile the input: the windows are a reshape/permute view, the first
+    maximum of each is found without gradient, and the value is selected with `where`, so the
+    backward pass is one elementwise kernel (the gradient goes to the first maximum, as PyTorch)."""
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    windows = x.reshape(n, c, h // kh, kh, w // kw, kw).permute(0, 1, 2, 4, 3, 5)
+    windows = windows.reshape(n, c, h // kh, w // kw, kh * kw)
+    with no_grad():
+        first = windows.argmax(-1, keepdim=True)
+    from graphc.creation import arange
+    chosen = arange(kh * kw) == first
+    values = tensor_ops.where(chosen, windows, 0).sum(-1)
+    return _tagged(values, "MaxPool2DWithIndicesBackward0")
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
