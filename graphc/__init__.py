@@ -62,6 +62,8 @@ def flatten(input, start_dim=0, end_dim=-1):
 __version__ = "0.1.0"
 
 from graphc import nn, optim, utils  # noqa: E402  (they build on the tensor API above)
+from graphc import datasets  # noqa: E402
+from graphc import transforms  # noqa: E402
 
 from graphc.compile import compile, trace  # noqa: E402
 from runtime import get_num_threads, set_num_threads  # noqa: E402

@@ -18,6 +18,11 @@ from graphc.ops import CONTRACTION, ELEMENTWISE, MOVEMENT, REDUCE, SOURCE, table
 
 # values that are cheap to recompute in every kernel that reads them: loads and index arithmetic
 TRIVIAL_OPS = {"reshape", "permute", "expand", "slice", "pad", "cat", "gather", "constant", "iota", "cast"}
+# elementwise ops worth computing again rather than storing and loading (no transcendental math,
+# no division); a small cone of them feeding several kernels is recomputed in each
+EXPENSIVE_OPS = {"exp", "log", "sqrt", "sin", "cos", "tanh", "erf", "pow", "div", "reciprocal",
+                 "floor_divide", "remainder", "rand"}
+CHEAP_CONE_LIMIT = 6
 
 
 @dataclass
@@ -133,7 +138,8 @@ def fuse(graph: Graph, force_materialize=()) -> FusionPlan:
             inner_axes[root] = len(node.attrs["axes"])
             roots_of[node_id] = roots
             continue
-        if kind == "reduce" or must or (len(roots) > 1 and node.op not in TRIVIAL_OPS):
+        shared = len(roots) > 1 and node.op not in TRIVIAL_OPS and not _cheap(graph, node_id)
+        if kind == "reduce" or must or shared:
             materialized.add(node_id)
             roots_of[node_id] = {node_id}
         elif roots:
@@ -162,6 +168,30 @@ def fuse(graph: Graph, force_materialize=()) -> FusionPlan:
             if root in redirect:
                 kernel.contraction_members.append(node_id)
     return FusionPlan(graph, materialized, kernels)
+
+
+def _cheap(graph: Graph, node_id: int) -> bool:
+    """Is recomputing this value in each kernel that needs it cheaper than a buffer? True for a few
+    comparisons, selects and additions over loads (a ReLU mask, a one-hot of an argmax)."""
+    count, stack, seen = 0, [node_id], set()
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        node = graph.node(current)
+        category = table.get(node.op).category if node.op != "input" else SOURCE
+        if category == CONTRACTION:
+            return False  # keep matmul/conv results whole: their consumer can be a fused epilogue
+        if node.op in ("input", "constant", "iota") or category == REDUCE:
+            continue  # a load, a literal, or a value that gets its own buffer anyway
+        if node.op in EXPENSIVE_OPS or category not in (ELEMENTWISE, MOVEMENT) or node.op == "scatter_add":
+            return False
+        count += 1
+        if count > CHEAP_CONE_LIMIT:
+            return False
+        stack.extend(node.inputs)
+    return True
 
 
 def _epilogues(graph: Graph, materialized: set, roots_of: dict, keep: set) -> dict:

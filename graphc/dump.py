@@ -1,0 +1,227 @@
+"""`graphc dump`: capture every graph the C backend compiles and show it after each stage.
+
+Capture is off unless something turns it on (`graphc dump SCRIPT.py`, `GRAPHC_DUMP=DIR`, or
+`graphc.dump.enable()`); while it is off the one hook in `CompiledGraph.__init__` tests a flag and
+does nothing else. While it is on, each compiled graph leaves a `Record`: the graph as given, the
+fusion plan (whose graph is the simplified one), the memory plan, the kernel IR, the C source,
+compile seconds and cache hit or miss, and, for `graphc.compile` variants, which function it came
+from and how each graph input and output is bound.
+
+    GRAPHC_DUMP=dump python train.py      # at exit: dump/summary.txt, dump/graph0.trace.txt, ...
+
+The views of each stage (text, JSON, DOT) are in `graphc.dump_views`.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+
+CAPTURE = False          # read by CompiledGraph.__init__: record only when True
+STAGES = ("trace", "autograd", "simplify", "fuse", "memory", "c", "cuda")
+GRAPH_STAGES = ("trace", "autograd", "simplify", "fuse")   # stages that are graphs (JSON loads, DOT draws)
+_records: list = []
+_lock = threading.Lock()
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass
+class Record:
+    """Everything `graphc dump` shows about one compiled graph."""
+    index: int
+    origin: str                 # 'graphc.compile' | 'lazy' | 'saved graph' | 'direct'
+    trace: object               # the Graph as the compiler received it (a copy)
+    plan: object                # FusionPlan; plan.graph is the simplified graph
+    layout: object              # Layout; layout.memory is the MemoryPlan
+    program_ir: object          # codegen Program (buffers, kernels with provenance comments)
+    source: str                 # the C source handed to the C compiler
+    compile_seconds: float
+    cache_hit: bool
+    name: str = ""              # the compiled function's name, or what was realized
+    reason: str = ""            # why it was traced (graphc.compile) or compiled
+    called_at: str = ""         # the user's file:line that caused the compile
+    variant: object = None      # graphc.compile: the Variant (sources, destinations, seconds)
+    notes: list = field(default_factory=list)
+
+    @property
+    def simplified(self):
+        return self.plan.graph
+
+    @property
+    def memory(self):
+        return self.layout.memory
+
+    @property
+    def trace_seconds(self):
+        return getattr(self.variant, "trace_seconds", None)
+
+
+# ---- capture ---------------------------------------------------------------------------------------
+def enable() -> None:
+    """Start recording every graph compiled from now on."""
+    global CAPTURE
+    CAPTURE = True
+
+
+def disable() -> None:
+    global CAPTURE
+    CAPTURE = False
+
+
+def records() -> list:
+    """The graphs recorded so far, in compile order."""
+    with _lock:
+        return list(_records)
+
+
+def clear() -> None:
+    with _lock:
+        _records.clear()
+
+
+def record(compiled, graph) -> Record | None:
+    """Called by `CompiledGraph.__init__` (only while CAPTURE is on) with the graph it was given."""
+    if not CAPTURE:
+        return None
+    origin, name, reason, called_at, variant = _context(sys._getframe(1))
+    with _lock:
+        entry = Record(len(_records), origin, graph.copy(), compiled.plan, compiled.layout,
+                       compiled.program_ir, compiled.source, compiled.compile_seconds,
+                       bool(compiled.cache_hit), name, reason, called_at, variant)
+        _records.append(entry)
+    return entry
+
+
+def _context(frame):
+    """Who compiled: a graphc.compile trace (its function, reason, Variant) or a lazy realize.
+
+    Read from the caller's frames, so neither caller needs to know about dumping; when their code
+    changes shape the record just carries less context.
+    """
+    origin, name, reason, variant, called_at = "direct", "", "", None, ""
+    depth = 0
+    while frame is not None and depth < 40:
+        code = frame.f_code
+        module = frame.f_globals.get("__name__", "")
+        if origin == "direct" and code.co_name == "_trace_and_run" and module == "graphc.compile.function":
+            local = frame.f_locals
+            origin, variant = "graphc.compile", local.get("variant")
+            name = getattr(local.get("self"), "__name__", "")
+            reason = str(local.get("reason", ""))
+        elif origin == "direct" and code.co_name == "run" and module == "graphc.backend":
+            origin, name = "lazy", "realize"
+            reason = "a graph structure seen before was realized again (tiering compiles it)"
+        filename = os.path.abspath(code.co_filename)
+        if not called_at and not filename.startswith(_PACKAGE_DIR + os.sep) and \
+                module not in ("runpy", "graphc.cli") and "importlib" not in filename:
+            called_at = f"{os.path.basename(filename)}:{frame.f_lineno}"
+        frame, depth = frame.f_back, depth + 1
+    return origin, name, reason, called_at, variant
+
+
+# ---- running things under capture --------------------------------------------------------------------
+def run_script(path: str, arguments=()) -> int:
+    """Run a Python script as `__main__` with capture on; return its exit status.
+
+    The script's own standard output goes to standard error, so the dump alone is on stdout.
+    """
+    import contextlib
+    import runpy
+    import traceback
+    enable()
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [path] + list(arguments)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    status = 0
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            runpy.run_path(path, run_name="__main__")
+    except SystemExit as exit_:
+        code = exit_.code
+        status = code if isinstance(code, int) else (0 if code is None else 1)
+        if not isinstance(code, (int, type(None))):
+            print(code, file=sys.stderr)
+    except Exception:  # noqa: BLE001 -- the script's error is reported, the dump still shown
+        traceback.print_exc()
+        status = 1
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+        sys.stdout.flush()
+    return status
+
+
+def compile_saved_graph(path: str) -> Record:
+    """Load a graph written by `Graph.save` and compile it with capture on."""
+    from graphc.backends.c import CompiledGraph
+    from graphc.ir.graph import Graph
+    graph = Graph.load(path)
+    enable()
+    program = CompiledGraph(graph)
+    entry = records()[-1]
+    entry.origin, entry.name = "saved graph", os.path.basename(path)
+    entry.reason, entry.called_at = f"loaded from {path}", ""
+    del program
+    return entry
+
+
+# ---- files -------------------------------------------------------------------------------------------
+def write_dump(directory, entries=None, stages=STAGES, formats=("text", "json", "dot")) -> list:
+    """Write one file per graph, stage and format under `directory`; return the paths written.
+
+    summary.txt lists every graph; graphN.STAGE.txt/.json/.dot per stage (graphN.c for the C
+    source), and graphN.STAGE.svg next to each .dot when Graphviz's `dot` is installed.
+    """
+    from graphc import dump_views as views
+    entries = records() if entries is None else entries
+    os.makedirs(directory, exist_ok=True)
+    written = []
+
+    def put(name, text):
+        path = os.path.join(directory, name)
+        with open(path, "w") as file:
+            file.write(text if text.endswith("\n") else text + "\n")
+        written.append(path)
+        return path
+
+    put("summary.txt", views.summaries_text(entries))
+    if "json" in formats:
+        put("summary.json", views.to_json({"format": "graphc-dump-1",
+                                           "graphs": [views.summary_data(e) for e in entries]}))
+    for entry in entries:
+        base = f"graph{entry.index}"
+        for stage in stages:
+            if stage == "cuda":
+                continue   # nothing to write: the CUDA backend is not built (see views.CUDA_MESSAGE)
+            for fmt in formats:
+                if fmt == "dot" and stage not in GRAPH_STAGES:
+                    continue
+                text = views.render(entry, stage, fmt)
+                if stage == "c" and fmt == "text":
+                    put(f"{base}.c", entry.source)
+                    continue
+                extension = {"text": "txt", "json": "json", "dot": "dot"}[fmt]
+                path = put(f"{base}.{stage}.{extension}", text)
+                if fmt == "dot":
+                    svg = views.dot_to_svg(path)
+                    if svg:
+                        written.append(svg)
+    return written
+
+
+def _write_at_exit() -> None:
+    directory = os.environ.get("GRAPHC_DUMP")
+    if not directory:
+        return
+    try:
+        written = write_dump(directory)
+        print(f"graphc: GRAPHC_DUMP wrote {len(records())} compiled graphs ({len(written)} files) "
+              f"to {directory}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 -- never turn a finished program into a crash at exit
+        print(f"graphc: GRAPHC_DUMP={directory}: could not write the dump: {error}", file=sys.stderr)
+
+
+if os.environ.get("GRAPHC_DUMP"):
+    enable()
+    atexit.register(_write_at_exit)
