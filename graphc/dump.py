@@ -196,13 +196,12 @@ def write_dump(directory, entries=None, stages=STAGES, formats=("text", "json", 
                 continue   # nothing to write: the CUDA backend is not built (see views.CUDA_MESSAGE)
             for fmt in formats:
                 if fmt == "dot" and stage not in GRAPH_STAGES:
-                    continue
-                text = views.render(entry, stage, fmt)
+                    continue   # memory and C are not graphs
                 if stage == "c" and fmt == "text":
                     put(f"{base}.c", entry.source)
                     continue
                 extension = {"text": "txt", "json": "json", "dot": "dot"}[fmt]
-                path = put(f"{base}.{stage}.{extension}", text)
+                path = put(f"{base}.{stage}.{extension}", views.render(entry, stage, fmt))
                 if fmt == "dot":
                     svg = views.dot_to_svg(path)
                     if svg:

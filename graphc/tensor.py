@@ -123,6 +123,22 @@ class Tensor:
             raise RuntimeError("only Tensors of floating point dtype can require gradients")
         return self
 
+    @classmethod
+    def _adopt(cls, array: np.ndarray) -> "Tensor":
+        """A tensor owning `array` (C-contiguous, a graphc dtype, held by nobody else): no copy."""
+        self = object.__new__(cls)
+        self._storage = Storage(dtypes.from_numpy(array.dtype), array.size, array=array.reshape(-1))
+        self._shape = array.shape
+        self._strides = contiguous_strides(array.shape)
+        self._offset = 0
+        self._lazy = None
+        self._ref = None
+        self._requires_grad = False
+        self._is_leaf = True
+        self.grad = None
+        self._retains_grad = False
+        return self
+
     def _view(self, node: LazyNode, shape, strides, offset) -> "Tensor":
         """A tensor sharing this one's storage, with its own layout and value node."""
         view = object.__new__(Tensor)

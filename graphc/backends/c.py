@@ -15,6 +15,7 @@ import numpy as np
 
 import runtime
 from codegen import render_program
+from graphc import dump
 from graphc.ir.graph import Graph
 from graphc.lowering import lower_program
 from graphc.lowering.loops import FusionFailed
@@ -59,6 +60,8 @@ class CompiledGraph:
         self.graph = self.plan.graph
         self.compile_seconds = time.perf_counter() - started
         self.cache_hit = self.program.cache_hit
+        if dump.CAPTURE:  # `graphc dump` / GRAPHC_DUMP: keep every stage of this compile
+            dump.record(self, graph)
         # 64-byte aligned arena, owned by this program and reused across calls
         raw = np.empty(self.layout.arena_bytes + 64, dtype=np.uint8)
         start = (-raw.ctypes.data) % 64

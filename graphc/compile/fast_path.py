@@ -14,6 +14,7 @@ from graphc.lazy import strided_view
 from graphc.tensor import Tensor
 
 SMALL_RESULT_BYTES = 1 << 16  # results up to this size are copied out of a persistent buffer
+_MISSING = object()
 
 
 class FastReplay:
@@ -28,8 +29,8 @@ class FastReplay:
                                for a in list(args) + [kwargs[k] for k in sorted(kwargs)]]
         self.watched = _watched_names(function)
         self.modules = [m for module in modules for m in module.modules()]
-        self.module_tables = [self._tables(m) for m in self.modules]
-        self.training = [m.training for m in self.modules]
+        self.module_checks = [(m, (tuple(m._parameters.values()), tuple(m._buffers.values()), len(m._modules)),
+                               m.training) for m in self.modules]
         self.parameters = list({id(p): p for m in modules for p in m.parameters()}.values())
         for optimizer in optimizers:
             for group in optimizer.param_groups:
@@ -39,7 +40,11 @@ class FastReplay:
         self.parameter_specs = [self._parameter_spec(p) for p in self.parameters]
         self.optimizers = optimizers
         self.runtime_options = RUNTIME_OPTIONS
-        self.optimizer_specs = [self._optimizer_spec(o) for o in optimizers]
+        self.optimizer_checks = [
+            (len(o.state),
+             [(group, [(k, v) for k, v in group.items() if k != "params" and k not in RUNTIME_OPTIONS])
+              for group in o.param_groups],
+             [len(entry) for entry in o.state.values()]) for o in optimizers]
         layout = self.program.layout
         self.input_names = layout.input_names
         self.sources = [variant.sources.get(name) for name in layout.input_names]
@@ -48,6 +53,9 @@ class FastReplay:
         self.random_cells = [np.zeros(2, dtype=np.int64) for _ in variant.random_keys]
         self.cached_destinations = {}
         self._plan_outputs(layout)
+        self.persistent_results = [(s[1], s[2]) for s in self.result_slots if s[2] is not None]
+        self.aliased_inputs = [(position, layout.input_names.index(name))
+                               for position, name in (layout.aliased or {}).items()]
 
     # ---- guards --------------------------------------------------------------------------------
     @staticmethod
@@ -67,37 +75,58 @@ class FastReplay:
         return (len(optimizer.state), groups, state)
 
     def matches(self, args, kwargs) -> bool:
-        if is_grad_enabled() != self.grad_mode or (len(args), tuple(sorted(kwargs))) != self.argument_count:
+        """Every guard, checked with identity and length tests on lists made at trace time."""
+        if kwargs or len(args) != self.argument_count[0]:
+            if (len(args), tuple(sorted(kwargs))) != self.argument_count:
+                return False
+            args = list(args) + [kwargs[k] for k in sorted(kwargs)]
+        if is_grad_enabled() is not self.grad_mode:
             return False
-        values = list(args) + [kwargs[k] for k in sorted(kwargs)] if kwargs else args
-        for value, spec in zip(values, self.argument_specs):
-            if isinstance(value, Tensor):
-                if (value._shape, value._storage.dtype, value._strides, value._offset,
-                        value._requires_grad) != spec:
+        for value, spec in zip(args, self.argument_specs):
+            if value.__class__ is Tensor or isinstance(value, Tensor):
+                if (value._shape != spec[0] or value._storage.dtype is not spec[1] or value._strides != spec[2]
+                        or value._offset != spec[3] or value._requires_grad != spec[4]):
                     return False
             elif spec[0] != "value" or spec[1] != value:
                 return False
         for container, name, expected in self.watched:
             if container.get(name) is not expected:
                 return False
-        for module, tables, training in zip(self.modules, self.module_tables, self.training):
-            if module.training != training:
+        for module, (parameters, buffers, children), training in self.module_checks:
+            if module.training is not training or len(module._modules) != children:
                 return False
-            parameters, buffers, children = tables
-            if len(module._parameters) != len(parameters) or any(
-                    a is not b for a, b in zip(module._parameters.values(), parameters)):
+            table = module._parameters
+            if len(table) != len(parameters):
                 return False
-            if any(a is not b for a, b in zip(module._buffers.values(), buffers)) or \
-                    len(module._buffers) != len(buffers):
+            for a, b in zip(table.values(), parameters):
+                if a is not b:
+                    return False
+            table = module._buffers
+            if len(table) != len(buffers):
                 return False
-            if len(module._modules) != len(children):
+            for a, b in zip(table.values(), buffers):
+                if a is not b:
+                    return False
+        for p, (shape, requires_grad, grad_spec) in zip(self.parameters, self.parameter_specs):
+            grad = p.grad
+            if p._shape != shape or p._requires_grad != requires_grad:
                 return False
-        for p, spec in zip(self.parameters, self.parameter_specs):
-            if self._parameter_spec(p) != spec:
+            if grad is None:
+                if grad_spec is not None:
+                    return False
+            elif grad_spec is None or grad._shape != grad_spec[0] or grad._storage.dtype is not grad_spec[1]:
                 return False
-        for optimizer, spec in zip(self.optimizers, self.optimizer_specs):
-            if len(optimizer.state) != spec[0] or self._optimizer_spec(optimizer) != spec:
+        for optimizer, (state_size, option_checks, entry_sizes) in zip(self.optimizers, self.optimizer_checks):
+            state = optimizer.state
+            if len(state) != state_size:
                 return False
+            for group, options in option_checks:
+                for key, value in options:
+                    if group.get(key, _MISSING) != value:
+                        return False
+            for entry, size in zip(state.values(), entry_sizes):
+                if len(entry) != size:
+                    return False
         return True
 
     # ---- running -------------------------------------------------------------------------------
@@ -172,12 +201,10 @@ class FastReplay:
         outputs = [None] * len(program.layout.outputs)
         for position, destination in self.direct:
             outputs[position] = self._destination(position, destination)
-        for position, persistent in ((s[1], s[2]) for s in self.result_slots if s[2] is not None):
+        for position, persistent in self.persistent_results:
             outputs[position] = persistent
-        if program.layout.aliased:
-            by_name = dict(zip(self.input_names, inputs))
-            for position, name in program.layout.aliased.items():
-                outputs[position] = by_name[name]
+        for position, input_index in self.aliased_inputs:
+            outputs[position] = inputs[input_index]
         for position, array in enumerate(outputs):
             if array is None:
                 outputs[position] = program._output_array(position)
@@ -193,7 +220,7 @@ class FastReplay:
                 name = program.layout.results[graph_position][1]
                 tensors.append(Tensor._from_array(np.array(inputs[self.input_names.index(name)])))
             elif persistent is not None:
-                tensors.append(Tensor._from_array(persistent.copy(), share=True))
+                tensors.append(Tensor._adopt(persistent.copy()))
             else:
                 tensors.append(Tensor._from_array(outputs[position], share=True))
         from graphc.compile.function import _rebuild
