@@ -43,7 +43,7 @@ class Record:
     reason: str = ""            # why it was traced (graphc.compile) or compiled
     called_at: str = ""         # the user's file:line that caused the compile
     variant: object = None      # graphc.compile: the Variant (sources, destinations, seconds)
-    notes: list = field(default_factory=list)
+    names: dict = field(default_factory=dict)   # id(parameter or module) -> its name in the model
 
     @property
     def simplified(self):
@@ -85,11 +85,11 @@ def record(compiled, graph) -> Record | None:
     """Called by `CompiledGraph.__init__` (only while CAPTURE is on) with the graph it was given."""
     if not CAPTURE:
         return None
-    origin, name, reason, called_at, variant = _context(sys._getframe(1))
+    origin, name, reason, called_at, variant, names = _context(sys._getframe(1))
     with _lock:
         entry = Record(len(_records), origin, graph.copy(), compiled.plan, compiled.layout,
                        compiled.program_ir, compiled.source, compiled.compile_seconds,
-                       bool(compiled.cache_hit), name, reason, called_at, variant)
+                       bool(compiled.cache_hit), name, reason, called_at, variant, names)
         _records.append(entry)
     return entry
 
@@ -100,7 +100,7 @@ def _context(frame):
     Read from the caller's frames, so neither caller needs to know about dumping; when their code
     changes shape the record just carries less context.
     """
-    origin, name, reason, variant, called_at = "direct", "", "", None, ""
+    origin, name, reason, variant, called_at, names = "direct", "", "", None, "", {}
     depth = 0
     while frame is not None and depth < 40:
         code = frame.f_code
@@ -110,15 +110,36 @@ def _context(frame):
             origin, variant = "graphc.compile", local.get("variant")
             name = getattr(local.get("self"), "__name__", "")
             reason = str(local.get("reason", ""))
+            names = _model_names(local.get("modules") or ())
         elif origin == "direct" and code.co_name == "run" and module == "graphc.backend":
             origin, name = "lazy", "realize"
             reason = "a graph structure seen before was realized again (tiering compiles it)"
         filename = os.path.abspath(code.co_filename)
         if not called_at and not filename.startswith(_PACKAGE_DIR + os.sep) and \
                 module not in ("runpy", "graphc.cli") and "importlib" not in filename:
-            called_at = f"{os.path.basename(filename)}:{frame.f_lineno}"
+            called_at = f"{_short_path(filename)}:{frame.f_lineno}"
         frame, depth = frame.f_back, depth + 1
-    return origin, name, reason, called_at, variant
+    return origin, name, reason, called_at, variant, names
+
+
+def _model_names(modules) -> dict:
+    """id(parameter) and id(module) -> dotted name, for 'parameter 0.weight' in the dump."""
+    names = {}
+    for module in modules:
+        try:
+            for dotted, parameter in module.named_parameters():
+                names.setdefault(id(parameter), dotted)
+            for dotted, sub in module.named_modules():
+                names.setdefault(id(sub), dotted or type(sub).__name__)
+        except Exception:  # noqa: BLE001 -- names are a nicety
+            pass
+    return names
+
+
+def _short_path(path: str) -> str:
+    """As graphc's `where` column writes files: relative to the working directory when inside it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 # ---- running things under capture --------------------------------------------------------------------

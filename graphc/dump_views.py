@@ -83,7 +83,7 @@ def bindings(entry) -> tuple[dict, dict] | None:
         if kind == "argument":
             inputs[name] = f"tensor argument {source[1]}"
         elif kind == "locator":
-            inputs[name] = _locator(source[1])
+            inputs[name] = _locator(source[1], entry.names)
         elif kind == "scalar":
             inputs[name] = "a Python number read at every call (an optimizer option such as lr)"
         else:
@@ -92,16 +92,31 @@ def bindings(entry) -> tuple[dict, dict] | None:
     for node_id, destination in zip(entry.trace.outputs, getattr(variant, "destinations", [])):
         kind = destination[0]
         text = f"result {destination[1]}" if kind == "result" else \
-            ("writes " if kind == "write" else "new value of ") + _locator(destination[1])
+            ("writes " if kind == "write" else "new ") + _locator(destination[1], entry.names)
         outputs.setdefault(node_id, []).append(text)
     return inputs, {k: "; ".join(v) for k, v in outputs.items()}
 
 
-def _locator(locator) -> str:
+def _locator(locator, names) -> str:
+    """'parameter 0.weight', 'gradient of 0.weight', "optimizer state 'exp_avg' of 2.bias"..."""
+    kind, owner, key = getattr(locator, "kind", None), getattr(locator, "owner", None), getattr(locator, "key", None)
+    if kind in ("tensor", "grad") and id(owner) in names:
+        return ("parameter " if kind == "tensor" else "gradient of ") + names[id(owner)]
+    if kind == "state" and isinstance(owner, tuple) and id(owner[-1]) in names:
+        return f"optimizer state {key!r} of {names[id(owner[-1])]}"
+    if kind == "buffer" and id(owner) in names:
+        return f"buffer {names[id(owner)]}.{key}"
     try:
         return locator.describe()
     except Exception:  # noqa: BLE001
-        return str(getattr(locator, "kind", "?"))
+        return str(kind)
+
+
+def source_line(where: str) -> str:
+    """The user's line of code at 'path:line', stripped ('' when the file cannot be read)."""
+    import linecache
+    path, _, number = where.rpartition(":")
+    return linecache.getline(path, int(number)).strip() if number.isdigit() else ""
 
 
 def buffer_rows(entry) -> list:
@@ -336,7 +351,8 @@ def _fuse(entry, fmt):
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))] if rows else []
         for row in rows:
             lines.append("    " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-        lines.append("  from: " + " | ".join(kernel_ir.comment[1:]))
+        for where in dict.fromkeys(graph.node(m).where for m in kernel.members if graph.node(m).where):
+            lines.append(f"  from {where}  {source_line(where)}".rstrip())
     return "\n".join(lines)
 
 

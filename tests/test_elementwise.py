@@ -352,13 +352,8 @@ def test_membership(rng):
     assert graphc.tensor(present) in x
 
 
-@pytest.mark.parametrize("backend_name", [
-    "numpy",
-    pytest.param("c", marks=pytest.mark.xfail(
-        reason="the C expression of floor_divide is floor(a / b); NumPy and PyTorch floor the "
-               "exact quotient ((a - fmod(a, b)) / b), so 1.0 // 0.1 is 10 in C but 9 elsewhere",
-        strict=False)),
-])
+# NumPy and PyTorch floor the exact quotient ((a - fmod(a, b)) / b): 1.0 // 0.1 is 9, not 10
+@pytest.mark.parametrize("backend_name", ["numpy", "c"])
 def test_floor_divide_floors_the_exact_quotient(monkeypatch, backend_name):
     from graphc import backend
     monkeypatch.setattr(backend, "_default", backend_name)
@@ -373,10 +368,8 @@ def test_floor_divide_floors_the_exact_quotient(monkeypatch, backend_name):
     assert_close(quotient * y + remainder, a, dtype="float64")
 
 
-@pytest.mark.xfail(reason="the interpreter's integer pow (graphc/ops/elementwise.py) is np.power, "
-                          "which raises for negative exponents when the value is computed; PyTorch "
-                          "computes them (2 ** -1 == 0, 1 ** -1 == 1, (-1) ** -3 == -1)", strict=False)
 def test_reference_integer_pow_with_negative_exponents():
+    # PyTorch computes integer powers with negative exponents: 2 ** -1 == 0, (-1) ** -3 == -1
     # on the op table's NumPy reference directly: a pending tensor whose computation raises would
     # stay pending and make every later in-place write (which computes all pending values) fail
     from graphc.ops import table

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import pickle
 import os
 import sys
 import time
@@ -48,13 +49,43 @@ def compile_pipeline(graph: Graph, aliases: dict | None = None):
     return plan, program, layout, render_program(program, profile=PROFILE)
 
 
+PIPELINE_FORMAT = "graphc-pipeline-1"
+
+
+def _pipeline_path(graph: Graph, aliases) -> "os.PathLike":
+    text = graph.to_json() + repr(sorted((aliases or {}).items())) + PIPELINE_FORMAT + str(PROFILE)
+    key = hashlib.sha256(text.encode()).hexdigest()
+    return runtime.cache_directory() / "pipelines" / key[:2] / f"{key}.pickle"
+
+
+def cached_pipeline(graph: Graph, aliases: dict | None = None):
+    """compile_pipeline, remembered on disk: a new process compiling a graph it has seen before
+    skips simplify, fusion, lowering and rendering as well as the C compiler."""
+    path = _pipeline_path(graph, aliases)
+    try:
+        with open(path, "rb") as file:
+            return pickle.load(file)
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, TypeError):
+        pass
+    stages = compile_pipeline(graph, aliases)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(temporary, "wb") as file:
+            pickle.dump(stages, file, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temporary, path)  # atomic: a reader sees the whole file or none
+    except OSError:
+        pass
+    return stages
+
+
 class CompiledGraph:
     """A graph compiled to native code, callable with its placeholders' arrays."""
 
     def __init__(self, graph: Graph, aliases: dict | None = None):
         """`aliases`: output position -> placeholder name it may be written over (see Layout)."""
         started = time.perf_counter()
-        self.plan, self.program_ir, self.layout, self.source = compile_pipeline(graph, aliases)
+        self.plan, self.program_ir, self.layout, self.source = cached_pipeline(graph, aliases)
         self.program = runtime.compile_c(self.source, "graphc_entry", blas=self.program_ir.uses_blas)
         runtime.get_num_threads()  # applies GRAPHC_NUM_THREADS (default: all cores) once
         self.graph = self.plan.graph

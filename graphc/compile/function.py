@@ -231,12 +231,10 @@ class CompiledFunction:
             locator = owners.get(storage, Locator("storage", storage))
             output_nodes.append(node)
             destinations.append(("write", locator, (shape, strides, offset)))
-        for storage in list(lazy._pending):
-            if id(storage) in pending_before or storage in result_storages or storage.array is not None:
-                continue
-            locator = owners.get(storage)
-            if locator is None:
-                continue  # a temporary nothing reaches after the call
+        pending_now = {id(s) for s in lazy._pending}
+        for storage, locator in owners.items():   # owners' order is the modules' order: deterministic
+            if id(storage) not in pending_now or id(storage) in pending_before or storage in result_storages:
+                continue  # (pending storages nothing owns are temporaries nobody reaches after the call)
             output_nodes.append(storage.lazy_node)
             destinations.append(("new", locator, storage))
         build = build_graph(output_nodes)
@@ -270,8 +268,11 @@ class CompiledFunction:
         steady = end_guards == guards
         self._last_guards = guards
         compile_started = time.perf_counter()
-        # a trace that changed the watched state is not kept: run it once on the interpreter
-        variant.program = self._compile(build.graph, _alias_candidates(variant)) if steady else None
+        # a trace that changed the watched state is not kept: run it once on the interpreter,
+        # unless an earlier process already compiled it (then loading it is faster)
+        aliases = _alias_candidates(variant)
+        if steady or self._already_compiled(build.graph, aliases):
+            variant.program = self._compile(build.graph, aliases)
         variant.compile_seconds = time.perf_counter() - compile_started
         variant.events = list(context.events)
         outcome = self._run(variant, arguments, first_values, build.bindings)
@@ -288,6 +289,12 @@ class CompiledFunction:
                                  "compile_seconds": variant.compile_seconds,
                                  "cache_hit": getattr(variant.program, "cache_hit", None)})
         return outcome
+
+    def _already_compiled(self, graph, aliases) -> bool:
+        if (self.backend or backend_module.get_default()) == "numpy":
+            return False
+        from graphc.backends.c import _pipeline_path
+        return _pipeline_path(graph, aliases).exists()
 
     def _compile(self, graph, aliases=None):
         name = self.backend or backend_module.get_default()

@@ -124,7 +124,16 @@ elementwise("mul", same_as_input, np.multiply, "({0} * {1})",
             lambda e, n, g: [e.mul(g, n.inputs[1]), e.mul(g, n.inputs[0])])
 elementwise("div", same_as_input, np.divide, "({0} / {1})",
             lambda e, n, g: [e.div(g, n.inputs[1]), e.neg(e.div(e.mul(g, n.id), n.inputs[1]))])
-elementwise("pow", same_as_input, np.power, "GRAPHC_POW({0}, {1})", _pow_vjp)
+def _power(base, exponent):
+    """np.power, except integers to negative powers give what C and PyTorch give (1, -1 or 0)."""
+    if base.dtype.kind in "iu" and exponent.dtype.kind in "iu" and (exponent < 0).any():
+        negative = exponent < 0
+        small = np.where(base == 1, 1, np.where(base == -1, np.where(exponent % 2 == 0, 1, -1), 0))
+        return np.where(negative, small, np.power(base, np.where(negative, 0, exponent)))
+    return np.power(base, exponent)
+
+
+elementwise("pow", same_as_input, _power, "GRAPHC_POW({0}, {1})", _pow_vjp)
 elementwise("maximum", same_as_input, np.maximum, "GRAPHC_MAX({0}, {1})", _extremum_vjp("gt"))
 elementwise("minimum", same_as_input, np.minimum, "GRAPHC_MIN({0}, {1})", _extremum_vjp("lt"))
 elementwise("floor_divide", same_as_input, np.floor_divide, "GRAPHC_FLOORDIV({0}, {1})",
