@@ -27,11 +27,17 @@ def environment() -> jinja2.Environment:
 
 def render_program(program: Program, entry: str = "graphc_entry", profile: bool = False) -> str:
     """One C translation unit; `profile` adds per-kernel timers (graphc_kernel_seconds)."""
-    kernels = [{"name": k.name, "comment": k.comment, "declarations": _declarations(program, k),
+    kernels = [{"name": k.name, "comment": [_comment_safe(line) for line in k.comment],
+                "declarations": _declarations(program, k),
                 "body": render_statements(k.body, 1, k.work)} for k in program.kernels]
     return environment().get_template("program.c.jinja").render(
         program=program, kernels=kernels, entry=entry, profile=profile, uses_blas=program.uses_blas,
         uses_random=program.uses_random, simd_functions=SIMD_FUNCTIONS)
+
+
+def _comment_safe(text: str) -> str:
+    """User file names go into comments only, and never end the comment early."""
+    return text.replace("*/", "* /").replace("\n", " ")
 
 
 def _declarations(program: Program, kernel: Kernel) -> list:

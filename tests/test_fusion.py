@@ -119,3 +119,17 @@ def test_memory_plan_reuses_dead_buffers(rng):
         expected = np.tanh(expected @ values) @ values
     # eight float32 products of length 64: errors of a few ulps of the largest value each
     np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+def test_user_strings_never_reach_generated_code_outside_comments(rng):
+    from graphc import dtypes
+    from graphc.ir import Graph
+    graph = Graph()
+    x = graph.placeholder("x", (5,), dtypes.float32, where="evil*/ int main(){}/*.py:1")
+    y = graph.call("exp", [x], where="evil*/ int main(){}/*.py:2")
+    graph.output(y)
+    program = CompiledGraph(graph)
+    values = rng.standard_normal(5).astype(np.float32)
+    [result] = program({"x": values})
+    np.testing.assert_allclose(result, np.exp(values), rtol=1e-6)
+    assert "int main" not in program.source.replace("* / int main", "")
