@@ -70,8 +70,9 @@ def render_expr(expr: Expr) -> str:
 
 
 # ---- statements ------------------------------------------------------------------------------------
-COMBINE = {"+": "{0} + {1}", "*": "{0} * {1}", "max": "GRAPHC_MAX({0}, {1})"}
-OPENMP_REDUCTION = {"+": "+", "*": "*", "max": "max"}
+COMBINE = {"+": "{0} + {1}", "*": "{0} * {1}", "max": "GRAPHC_MAX({0}, {1})",
+           "max_ordered": "({1} > {0} ? {1} : {0})", "|": "{0} | {1}"}
+OPENMP_REDUCTION = {"+": "+", "*": "*", "max": "max", "|": "|"}
 
 
 def render_statements(statements, depth: int, work: int = 0) -> str:
@@ -106,12 +107,13 @@ def _render_loop(loop: Loop, depth: int, work: int) -> str:
     lines = []
     clauses = []
     if loop.reduce:
-        # max-reductions stay ordered (NaN propagation); + and * vectorize with OpenMP's clause
-        clauses = [f"reduction({OPENMP_REDUCTION[c]}:{name})" for c, name in loop.reduce if c != "max"]
+        # reductions vectorize with OpenMP's clause; a float max carries a NaN flag beside it
+        # (see the lowering), because OpenMP's max does not propagate NaN
+        clauses = [f"reduction({OPENMP_REDUCTION[c]}:{name})" for c, name in loop.reduce]
     if loop.parallel and work >= PARALLEL_THRESHOLD and loop.extent > 1:
         pragma = "omp parallel for simd" if loop.simd and not loop.reduce else "omp parallel for"
         lines.append(f"{pad}#pragma {pragma} schedule(static)")
-    elif loop.simd and all(c != "max" for c, _ in loop.reduce):
+    elif loop.simd:
         lines.append(f"{pad}#pragma omp simd {' '.join(clauses)}".rstrip())
     start = render_expr(loop.start) if loop.start is not None else "0"
     stop = render_expr(loop.stop) if loop.stop is not None else str(loop.extent)

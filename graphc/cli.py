@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
 STAGE_CHOICES = ("summary", "trace", "autograd", "simplify", "fuse", "memory", "c", "cuda", "all")
@@ -48,7 +49,7 @@ Lazily realized graphs are compiled the second time their structure recurs
 examples:
   graphc dump train.py
   graphc dump train.py --stage autograd,fuse --graph 0
-  graphc dump train.py --stage c > step.c
+  graphc dump train.py --stage c --graph 0 > step.c
   graphc dump train.py --format dot --stage fuse > kernels.dot
   graphc dump train.py --out dump/ -- --epochs 2      (args after -- go to the script)
   graphc dump graph.json --format json --stage simplify
@@ -58,7 +59,7 @@ examples:
 CACHE_EPILOG = """\
 examples:
   graphc cache           list entries (same as graphc cache list, graphc dump --cache)
-  graphc cache clear     delete every entry
+  graphc cache clear     delete every entry (and the stored compiler pipelines)
   graphc cache path      print the cache directory ($GRAPHC_CACHE_DIR overrides it)
 """
 
@@ -78,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     dump = commands.add_parser(
         "dump", help="run a script (or load a saved graph) and show every compiler stage",
-        description="Run SCRIPT.py with capture on and show each graph the compiler built, stage "
-                    "by stage; or show a graph saved with Graph.save (GRAPH.json).",
+        description="Run SCRIPT.py with capture on and show each graph the compiler built, stage by\n"
+                    "stage; or show a graph saved with Graph.save (GRAPH.json).",
         epilog=DUMP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     dump.add_argument("target", nargs="?", metavar="SCRIPT.py|GRAPH.json",
                       help="a Python script to run, or a graph saved with Graph.save")
@@ -247,15 +248,30 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
+def _pipeline_files(directory) -> list:
+    return list(directory.glob("*/*.pickle")) if directory.is_dir() else []
+
+
+def _file_size(path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def cache_command(action: str) -> int:
     import runtime
     directory = runtime.cache_directory()
     if action == "path":
         print(directory)
         return 0
+    pipelines = directory / "pipelines"   # graphc/backends/c.py: stored simplify..render results
     if action == "clear":
         removed = runtime.clear_cache()
-        print(f"removed {removed} entries from {directory}")
+        stored = _pipeline_files(pipelines)
+        shutil.rmtree(pipelines, ignore_errors=True)   # readers and writers tolerate it vanishing
+        print(f"removed {removed} entries from {directory}" +
+              (f" (and {len(stored)} stored pipelines)" if stored else ""))
         return 0
     entries = runtime.cache_entries()
     total = sum(e.size_bytes for e in entries)
@@ -267,6 +283,10 @@ def cache_command(action: str) -> int:
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         for row in rows:
             print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    stored = _pipeline_files(pipelines)
+    if stored:
+        print(f"and {len(stored)} stored pipelines (graph -> kernels -> C), "
+              f"{_size(sum(_file_size(f) for f in stored))}, in {pipelines}")
     return 0
 
 

@@ -196,6 +196,36 @@ class Digits(ImageDataset):
         return f"Source: sklearn.datasets.load_digits (8x8)\nSplit: {'Train' if self.train else 'Test'}"
 
 
+def _load_digits():
+    """(pixels 1797x64 float, targets 1797) of scikit-learn's digits.
+
+    Reads the CSV scikit-learn ships (what `load_digits` parses) without importing
+    `sklearn.datasets`, whose import costs seconds; falls back to `load_digits` if the file moved.
+    """
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("sklearn")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise ImportError("graphc.datasets.digits needs scikit-learn: pip install 'graphc[examples]' "
+                          "(or pip install scikit-learn)")
+    for folder in spec.submodule_search_locations or ():
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            with gzip.open(path, "rt") as handle:
+                table = np.loadtxt(handle, delimiter=",")
+            if table.shape == (1797, 65):
+                return table[:, :-1], table[:, -1].astype(np.int64)
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ImportError("graphc.datasets.digits needs scikit-learn: pip install 'graphc[examples]' "
+                          "(or pip install scikit-learn)") from None
+    bunch = load_digits()
+    return bunch.data, bunch.target
+
+
 def digits(train: bool = True, transform=None, target_transform=None, test_fraction: float = 0.2,
            seed: int = 0) -> Digits:
     """scikit-learn's bundled 8x8 handwritten digits (1797 images, nothing downloaded) as a dataset.
@@ -205,16 +235,11 @@ def digits(train: bool = True, transform=None, target_transform=None, test_fract
     class so both splits see every digit in proportion; `train=True` and `train=False` partition
     the 1797 images.
     """
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise ImportError("graphc.datasets.digits needs scikit-learn: pip install 'graphc[examples]' "
-                          "(or pip install scikit-learn)") from None
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"digits: test_fraction must be in (0, 1), got {test_fraction}")
-    bunch = load_digits()
-    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
-    targets = bunch.target.astype(np.int64)
+    pixels, targets = _load_digits()
+    images = np.rint(pixels.reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)
+    targets = targets.astype(np.int64)
     rng = np.random.default_rng(seed)
     test = np.zeros(len(targets), dtype=bool)
     for label in np.unique(targets):

@@ -44,6 +44,14 @@ class Record:
     called_at: str = ""         # the user's file:line that caused the compile
     variant: object = None      # graphc.compile: the Variant (sources, destinations, seconds)
     names: dict = field(default_factory=dict)   # id(parameter or module) -> its name in the model
+    function: object = None     # graphc.compile: the CompiledFunction
+
+    @property
+    def kept(self):
+        """graphc.compile: whether the variant is replayed (False: it ran once; the call changed
+        the state its guards watch, so the next call traced again). None for other graphs."""
+        variants = getattr(self.function, "variants", None)
+        return None if variants is None else any(v is self.variant for v in variants)
 
     @property
     def simplified(self):
@@ -85,11 +93,11 @@ def record(compiled, graph) -> Record | None:
     """Called by `CompiledGraph.__init__` (only while CAPTURE is on) with the graph it was given."""
     if not CAPTURE:
         return None
-    origin, name, reason, called_at, variant, names = _context(sys._getframe(1))
+    origin, name, reason, called_at, variant, names, function = _context(sys._getframe(1))
     with _lock:
         entry = Record(len(_records), origin, graph.copy(), compiled.plan, compiled.layout,
                        compiled.program_ir, compiled.source, compiled.compile_seconds,
-                       bool(compiled.cache_hit), name, reason, called_at, variant, names)
+                       bool(compiled.cache_hit), name, reason, called_at, variant, names, function)
         _records.append(entry)
     return entry
 
@@ -100,26 +108,28 @@ def _context(frame):
     Read from the caller's frames, so neither caller needs to know about dumping; when their code
     changes shape the record just carries less context.
     """
-    origin, name, reason, variant, called_at, names = "direct", "", "", None, "", {}
+    origin, name, reason, variant, called_at, names, function = "direct", "", "", None, "", {}, None
     depth = 0
     while frame is not None and depth < 40:
         code = frame.f_code
         module = frame.f_globals.get("__name__", "")
         if origin == "direct" and code.co_name == "_trace_and_run" and module == "graphc.compile.function":
             local = frame.f_locals
-            origin, variant = "graphc.compile", local.get("variant")
-            name = getattr(local.get("self"), "__name__", "")
+            origin, variant, function = "graphc.compile", local.get("variant"), local.get("self")
+            name = getattr(function, "__name__", "")
             reason = str(local.get("reason", ""))
             names = _model_names(local.get("modules") or ())
         elif origin == "direct" and code.co_name == "run" and module == "graphc.backend":
             origin, name = "lazy", "realize"
-            reason = "a graph structure seen before was realized again (tiering compiles it)"
+            runs = frame.f_globals.get("_compile_after", 1)
+            reason = "compiled at its first realize (GRAPHC_COMPILE_AFTER=0)" if runs == 0 else \
+                f"its structure was realized again after {runs} interpreted run(s), so it was compiled"
         filename = os.path.abspath(code.co_filename)
         if not called_at and not filename.startswith(_PACKAGE_DIR + os.sep) and \
                 module not in ("runpy", "graphc.cli") and "importlib" not in filename:
             called_at = f"{_short_path(filename)}:{frame.f_lineno}"
         frame, depth = frame.f_back, depth + 1
-    return origin, name, reason, called_at, variant, names
+    return origin, name, reason, called_at, variant, names, function
 
 
 def _model_names(modules) -> dict:

@@ -156,6 +156,7 @@ def summary_data(entry) -> dict:
         nodes.update({p: sum(1 for v in labels.values() if v == p) for p in ("forward", "backward", "update")})
     return {
         "index": entry.index, "origin": entry.origin, "name": entry.name, "reason": entry.reason,
+        "kept": entry.kept,
         "called_at": entry.called_at,
         "nodes": nodes,
         "kernels": len(plan.kernels),
@@ -188,9 +189,11 @@ def summary_text(entry) -> str:
     data = summary_data(entry)
     title = f"graph {entry.index}: "
     if entry.origin == "graphc.compile":
-        title += f"{entry.name or '?'} (graphc.compile variant)"
+        title += f"{entry.name or '?'} (graphc.compile variant)" if entry.kept is not False else \
+            f"{entry.name or '?'} (graphc.compile trace that ran once and was not kept: the call " \
+            f"changed the state its guards watch)"
     elif entry.origin == "lazy":
-        title += "lazily realized graph, compiled because its structure recurred"
+        title += "lazily realized graph"
     elif entry.origin == "saved graph":
         title += f"saved graph {entry.name}"
     else:
@@ -199,7 +202,11 @@ def summary_text(entry) -> str:
     if entry.called_at:
         lines.append(f"  called at  {entry.called_at}")
     if entry.reason and entry.origin == "graphc.compile":
-        lines.append(f"  traced     {_short(entry.reason)}")
+        # "guard 'x' changed: <old> -> <new>": the values are long reprs; stats() has them whole
+        reason = entry.reason.split(":")[0] if entry.reason.startswith("guard '") else entry.reason
+        lines.append(f"  traced     {_short(reason)}")
+    elif entry.reason and entry.origin == "lazy":
+        lines.append(f"  compiled   {entry.reason}")
     nodes = data["nodes"]
     detail = ""
     if "forward" in nodes:
@@ -293,8 +300,8 @@ def _autograd(entry, fmt):
     return "\n".join([
         _header(entry, "autograd", f"forward {counts['forward']}, backward {counts['backward']}, "
                                    f"update {counts['update']} nodes"),
-        "the traced graph with each node marked: forward = what the returned tensors need, backward = "
-        "what the gradients need beyond that, update = the rest (optimizer step)",
+        "each node of the traced graph marked: forward = what the returned tensors need,\n"
+        "backward = what the new gradients need beyond that, update = the rest (optimizer step)",
         *body])
 
 
@@ -382,8 +389,8 @@ def _c(entry, fmt):
     if fmt == "json":
         return to_json({"format": "graphc-source-1", "language": "c", "entry": "graphc_entry",
                         "uses_blas": bool(entry.program_ir.uses_blas), "source": entry.source})
-    return "\n".join([_header(entry, "c", f"{len(entry.source.splitlines())} lines, as given to the C compiler"),
-                      entry.source.rstrip("\n")])
+    header = _header(entry, "c", f"{len(entry.source.splitlines())} lines, as given to the C compiler")
+    return "\n".join([f"/* {header} */", entry.source.rstrip("\n")])   # a comment: the text stays C
 
 
 _STAGES = {"trace": _trace, "autograd": _autograd, "simplify": _simplify, "fuse": _fuse,

@@ -95,7 +95,9 @@ class TrainingSetup:
     seed: int
 
 
-def measure_training(system: System, setup: TrainingSetup, unit: Unit, warmup: int, counted: int) -> Result:
+def build_train_step(system: System, setup: TrainingSetup) -> Callable:
+    """The model with its initial weights, the loss, the optimizer, and the step over them, on
+    `system`'s framework (not yet compiled)."""
     framework = system.framework
     model = setup.build_model(framework)
     load_initial_parameters(system, model, setup.seed)
@@ -109,7 +111,19 @@ def measure_training(system: System, setup: TrainingSetup, unit: Unit, warmup: i
         optimizer.step()
         return loss
 
-    runner = system.prepare(train_step)
+    return train_step
+
+
+def batch_arguments(system: System, setup: TrainingSetup) -> Callable[[int], tuple]:
+    """Step index -> that step's batch as `system`'s tensors."""
+    def arguments(index):
+        inputs, targets = setup.batch(index)
+        return system.tensor(inputs), system.tensor(targets)
+    return arguments
+
+
+def measure_training(system: System, setup: TrainingSetup, unit: Unit, warmup: int, counted: int) -> Result:
+    runner = system.prepare(build_train_step(system, setup))
     last = {}
 
     def call(inputs, targets):
@@ -117,11 +131,7 @@ def measure_training(system: System, setup: TrainingSetup, unit: Unit, warmup: i
         system.realize(loss)
         last["loss"] = loss
 
-    def arguments(index):
-        inputs, targets = setup.batch(index)
-        return system.tensor(inputs), system.tensor(targets)
-
-    timing = measure_calls(call, arguments, warmup, counted, system.one_time_work(runner))
+    timing = measure_calls(call, batch_arguments(system, setup), warmup, counted, system.one_time_work(runner))
     return Result.from_timing(unit, timing, check=float(system.to_numpy(last["loss"])),
                               startup_note=system.startup_note(runner))
 

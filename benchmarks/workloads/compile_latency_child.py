@@ -19,30 +19,13 @@ def child(threads: int, seed: int) -> dict:
     from benchmarks.systems import GraphcCompiled
     from benchmarks.timing import measure_calls
     from benchmarks.workloads import mlp
-    from benchmarks.workloads.common import load_initial_parameters
+    from benchmarks.workloads.common import batch_arguments, build_train_step
     import_seconds = time.perf_counter() - started
     graphc.set_num_threads(threads)
     system = GraphcCompiled(graphc)
     setup = mlp.training_setup(seed, CALLS)
-    model = setup.build_model(graphc)
-    load_initial_parameters(system, model, seed)
-    criterion = graphc.nn.CrossEntropyLoss()
-    optimizer = graphc.optim.SGD(model.parameters(), lr=setup.learning_rate, momentum=setup.momentum)
-
-    def train_step(inputs, targets):
-        optimizer.zero_grad()
-        loss = criterion(model(inputs), targets)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    runner = system.prepare(train_step)
-
-    def arguments(index):
-        inputs, targets = setup.batch(index)
-        return system.tensor(inputs), system.tensor(targets)
-
-    timing = measure_calls(lambda x, y: system.realize(runner(x, y)), arguments, CALLS, 0,
+    runner = system.prepare(build_train_step(system, setup))
+    timing = measure_calls(lambda x, y: system.realize(runner(x, y)), batch_arguments(system, setup), CALLS, 0,
                            system.one_time_work(runner))
     steady = timing.startup_calls < CALLS
     return {"seconds": timing.startup_seconds, "calls": timing.startup_calls, "steady": steady,

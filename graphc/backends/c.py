@@ -6,11 +6,13 @@ only the arrays it returns. Running the graph is one call across the Python boun
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import pickle
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -52,8 +54,21 @@ def compile_pipeline(graph: Graph, aliases: dict | None = None):
 PIPELINE_FORMAT = "graphc-pipeline-1"
 
 
+@functools.lru_cache(maxsize=1)
+def _compiler_fingerprint() -> str:
+    """A hash of the code that turns graphs into C, so a changed graphc never reuses old stages."""
+    root = Path(__file__).resolve().parents[2]
+    digest = hashlib.sha256()
+    for folder in ("codegen", "graphc/lowering", "graphc/passes", "graphc/backends", "graphc/ops"):
+        for path in sorted((root / folder).rglob("*")):
+            if path.suffix in (".py", ".jinja"):
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _pipeline_path(graph: Graph, aliases) -> "os.PathLike":
-    text = graph.to_json() + repr(sorted((aliases or {}).items())) + PIPELINE_FORMAT + str(PROFILE)
+    text = (graph.to_json() + repr(sorted((aliases or {}).items())) + PIPELINE_FORMAT + str(PROFILE)
+            + _compiler_fingerprint())
     key = hashlib.sha256(text.encode()).hexdigest()
     return runtime.cache_directory() / "pipelines" / key[:2] / f"{key}.pickle"
 

@@ -218,14 +218,29 @@ class LoopKernelBuilder:
                 position += 1
         self.push(loop_vars.values())
         value = self.value(source.id, source_index)
-        self.emit(Accumulate(accumulator, combine, value))
+        nan_flag = None
+        if combine == "max" and node.dtype.is_floating_point:
+            # a vectorizable max (OpenMP's max reduction drops NaN), plus a flag that brings NaN
+            # back afterwards: NumPy's and PyTorch's max propagate it
+            nan_flag = self.fresh("nan")
+            self.emit(Accumulate(accumulator, "max_ordered", value))
+            self.emit(Accumulate(nan_flag, "|", Op("({0} != {0})", (value,))))
+            reduce_clause = (("max", accumulator), ("|", nan_flag))
+        else:
+            self.emit(Accumulate(accumulator, combine, value))
+            reduce_clause = ((combine, accumulator),)
         body = self.pop()
-        reduce_clause = ((combine, accumulator),)
         for depth, axis in enumerate(reversed(axes)):
             innermost = depth == 0
             body = [Loop(loop_vars[axis], source.shape[axis], body, simd=innermost, reduce=reduce_clause)]
+        if nan_flag is not None:
+            self.emit(Declare(nan_flag, "bool", Const("false")))
         for statement in body:
             self.emit(statement)
+        if nan_flag is not None:
+            result = self.fresh("v")
+            self.emit(Let(result, node.dtype.c_type, Op("({0} ? NAN : {1})", (Var(nan_flag), Var(accumulator)))))
+            return Var(result)
         return Var(accumulator)
 
     def _fused_reduction(self, node, index) -> Var:
