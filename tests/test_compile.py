@@ -256,3 +256,23 @@ def test_scheduler_stepping_inside_the_compiled_function(rng):
     assert lr == pytest.approx(lazy_lr) and lr == pytest.approx(0.05 * 0.5 ** 5)
     for compiled, lazy in zip(parameters, lazy_parameters):
         np.testing.assert_allclose(compiled, lazy, rtol=1e-5, atol=1e-6)
+
+
+def test_trace_of_a_step_in_steady_state(rng):
+    """graphc.trace after the optimizer has state (the trace does not change it)."""
+    model, optimizer = make_setup("mlp", "sgd", 2)
+    criterion = nn.CrossEntropyLoss()
+
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+    x, y = (graphc.tensor(a) for a in batches("mlp", rng, 1)[0])
+    step(x, y)
+    buffers = {id(p): optimizer.state[p]["momentum_buffer"].numpy().copy() for p in model.parameters()}
+    graph = graphc.trace(step, x, y)
+    assert [n.op for n in graph.nodes()].count("matmul") == 8
+    for p in model.parameters():
+        np.testing.assert_array_equal(optimizer.state[p]["momentum_buffer"].numpy(), buffers[id(p)])

@@ -445,7 +445,8 @@ def trace_graph(function, args, kwargs):
     snapshot = _snapshot(modules, optimizers)
     compiled = CompiledFunction(function)
     try:
-        compiled._compile = lambda graph: None
+        compiled._compile = lambda graph, aliases=None: None
+        compiled._already_compiled = lambda graph, aliases: False
         compiled._run = lambda variant, *rest: None
         compiled._trace_and_run(args, kwargs, modules, optimizers, [],
                                 guard_module.signature(args, kwargs, modules, optimizers), "graphc.trace")
