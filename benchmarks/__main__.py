@@ -44,8 +44,12 @@ def main(argv=None) -> int:
     args = parse_arguments(argv)
     threads = args.threads or machine_module.core_count()
     scale = args.scale if args.scale is not None else (QUICK_SCALE if args.quick else 1.0)
-    workloads = select([name.strip() for name in args.only.split(",") if name.strip()])
-    systems, missing = load_systems([key.strip() for key in args.systems.split(",") if key.strip()])
+    try:
+        workloads = select([name.strip() for name in args.only.split(",") if name.strip()])
+        systems, missing = load_systems([key.strip() for key in args.systems.split(",") if key.strip()])
+    except ValueError as error:
+        print(f"python -m benchmarks: error: {error}", file=sys.stderr)
+        return 2
     for system in systems:
         system.set_threads(threads)
     numpy_threads_set = machine_module.set_numpy_threads(threads)

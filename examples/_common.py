@@ -59,6 +59,9 @@ class _PlainBar:
     def set_postfix(self, *args, **kwargs) -> None:
         pass
 
+    def update(self, n: int = 1) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -66,8 +69,9 @@ class _PlainBar:
 _active_bar = None
 
 
-def progress(iterable, enabled: bool = True, **kwargs):
-    """A tqdm progress bar over `iterable` when tqdm is installed and `enabled`; else a plain loop."""
+def progress(iterable=None, enabled: bool = True, **kwargs):
+    """A tqdm progress bar over `iterable` (or a manual one: `total=`, then `.update()`) when tqdm is
+    installed and `enabled`; else the plain iterable, with no-op `set_postfix`/`update`/`close`."""
     global _active_bar
     if enabled:
         try:
@@ -241,15 +245,14 @@ def train_classifier(model, optimizer, train, test, args, compiled: bool = True)
                         generator=graphc.Generator().manual_seed(args.seed))
     scheduler = graphc.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     losses, timer = [], Timer()
-    bar = progress(range(args.epochs * len(loader)), enabled=not args.no_progress, desc="train", unit="step")
-    batches = iter(bar)
+    bar = progress(total=args.epochs * len(loader), enabled=not args.no_progress, desc="train", unit="step")
     for epoch in range(args.epochs):
         epoch_losses = []
         for images, labels in loader:
-            next(batches, None)
             with timer:
                 loss = step(images, labels)
             epoch_losses.append(loss.item())
+            bar.update(1)
         losses.extend(epoch_losses)
         scheduler.step()
         correct, total = evaluate(model, *test)

@@ -153,7 +153,8 @@ def tour_no_grad_and_detach() -> None:
     out = model.head(model(graphc.randn(5, 4))).sum()
     out.backward()
     frozen = [p.grad is None for name, p in model.named_parameters() if not name.startswith("head")]
-    print("frozen parameters have no grad:", all(frozen), " head.weight.grad shape:", tuple(model.head.weight.grad.shape))
+    print("frozen parameters have no grad:", all(frozen),
+          " head.weight.grad shape:", tuple(model.head.weight.grad.shape))
     check("frozen parameters get no gradient; the new head does", [all(frozen), model.head.weight.grad is not None],
           [True, True])
 

@@ -22,7 +22,7 @@ from graphc.tensor_ops import (add, amax, amin, argmax, argmin, bmm, broadcast_s
                                concat, concatenate, div, dot, eq, floor_divide, ge, gt, le,
                                log_softmax, logical_and, logical_not, logical_or, logical_xor, lt,
                                matmul, max, maximum, mean, min, minimum, mm, mul, ne, pow, prod, relu,
-                               remainder, rsqrt, sigmoid, softmax, square, stack, std, sub, sum, var,
+                               remainder, rsqrt, sigmoid, norm, softmax, square, stack, std, sub, sum, var,
                                where)
 from graphc.tensor_methods import METHODS as _METHODS
 

@@ -116,10 +116,11 @@ class ImageDataset(Dataset):
     def __repr__(self) -> str:
         lines = [f"Dataset {type(self).__name__}", f"    Number of datapoints: {len(self)}"]
         lines += [f"    {line}" for line in self.extra_repr().splitlines()]
-        if self.transform is not None:
-            lines.append(f"    Transform: {self.transform!r}")
-        if self.target_transform is not None:
-            lines.append(f"    Target transform: {self.target_transform!r}")
+        for label, transform in (("Transform", self.transform), ("Target transform", self.target_transform)):
+            if transform is not None:
+                text = repr(transform).splitlines()
+                lines.append(f"    {label}: {text[0]}")
+                lines += [f"    {line}" for line in text[1:]]
         return "\n".join(lines)
 
     def extra_repr(self) -> str:

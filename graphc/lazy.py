@@ -10,6 +10,7 @@ can tell that a value it needs has changed (PyTorch's "modified by an inplace op
 """
 from __future__ import annotations
 
+import itertools
 import math
 import weakref
 
@@ -25,9 +26,10 @@ from graphc.ops import table
 class Storage:
     """The memory behind one or more tensors: a flat array, or the lazy node that will fill it."""
 
-    __slots__ = ("array", "lazy_node", "version", "dtype", "size", "__weakref__")
+    __slots__ = ("array", "lazy_node", "version", "dtype", "size", "serial", "__weakref__")
 
     def __init__(self, dtype: DType, size: int, array: np.ndarray | None = None, lazy_node=None):
+        self.serial = next(_serials)  # creation order: realizing in this order keeps graphs stable
         self.dtype = dtype
         self.size = size
         self.array = array
@@ -52,6 +54,7 @@ class Storage:
 
 
 _pending: "weakref.WeakSet[Storage]" = weakref.WeakSet()
+_serials = itertools.count()
 
 
 class LazyNode:
@@ -85,6 +88,8 @@ def make_node(op: str, inputs, where: str, requires_grad: bool = False, **attrs)
         shape, dtype = entry.infer([i.shape for i in inputs], [i.dtype for i in inputs], attrs)
     except ValueError as error:
         raise op_error(op, str(error), where, kind=ShapeError) from None
+    # only floating-point values carry gradients (a comparison of tensors that require grad does not)
+    requires_grad = requires_grad and dtype.is_floating_point
     return LazyNode(op, tuple(inputs), tuple(shape), dtype, attrs, where, requires_grad)
 
 
@@ -245,7 +250,7 @@ def _adopt(storages, results) -> None:
 
 def realize_all_pending(extra=()) -> list[np.ndarray]:
     """Compute every pending storage (before an in-place write) together with `extra` nodes."""
-    storages = [s for s in list(_pending) if s.array is None]
+    storages = sorted((s for s in list(_pending) if s.array is None), key=lambda s: s.serial)
     extra = list(extra)
     if not storages and not extra:
         return []

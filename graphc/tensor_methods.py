@@ -237,7 +237,7 @@ METHODS = {
     # reductions
     "sum": ops.sum, "mean": ops.mean, "prod": ops.prod, "max": ops.max, "min": ops.min,
     "amax": ops.amax, "amin": ops.amin, "argmax": ops.argmax, "argmin": ops.argmin, "var": ops.var,
-    "std": ops.std, "all": all_, "any": any_,
+    "std": ops.std, "norm": ops.norm, "all": all_, "any": any_,
     # contraction
     "matmul": ops.matmul, "mm": ops.mm, "bmm": ops.bmm, "dot": ops.dot,
     # shape

@@ -553,6 +553,20 @@ def wrap_name(tensor: Tensor, grad_name: str) -> Tensor:
     return tensor
 
 
+def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
+    """Vector norms over `dim` (all elements by default): p = 2 ('fro'), 1, inf, or any number."""
+    value = input.to(dtype) if dtype is not None else input
+    if p in ("fro", 2, 2.0):
+        result = (value * value).sum(dim, keepdim).sqrt()
+    elif p in (float("inf"), "inf"):
+        result = value.abs().amax(dim if dim is not None else (), keepdim)
+    elif p == 1:
+        result = value.abs().sum(dim, keepdim)
+    else:
+        result = (value.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
+    return wrap_name(result, "NormBackward1" if dim is not None else "NormBackward0")
+
+
 def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0

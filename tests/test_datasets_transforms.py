@@ -26,7 +26,8 @@ IDX_TYPES = {"uint8": 0x08, "int8": 0x09, "int16": 0x0B, "int32": 0x0C, "float32
 def idx_bytes(array: np.ndarray) -> bytes:
     """The IDX encoding of `array`, from the format's definition: 0, 0, type, ndim, big-endian
     uint32 dims, big-endian data."""
-    header = bytes([0, 0, IDX_TYPES[array.dtype.name], array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    header = bytes([0, 0, IDX_TYPES[array.dtype.name], array.ndim])
+    header += b"".join(struct.pack(">I", d) for d in array.shape)
     return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
 
 
@@ -230,7 +231,8 @@ def test_to_tensor_uint8_matches_numpy(rng, channels):
     shape = (int(rng.integers(1, 9)), int(rng.integers(1, 9))) + ((channels,) if channels else ())
     image = rng.integers(0, 256, shape).astype(np.uint8)
     result = transforms.ToTensor()(image)
-    expected = (image[:, :, None] if channels is None else image).transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    hwc = image[:, :, None] if channels is None else image
+    expected = hwc.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
     assert result.dtype == graphc.float32 and tuple(result.shape) == expected.shape
     np.testing.assert_allclose(result.numpy(), expected, rtol=1e-7, atol=0)
     assert 0.0 <= result.numpy().min() and result.numpy().max() <= 1.0

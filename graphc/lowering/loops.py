@@ -186,10 +186,7 @@ class LoopKernelBuilder:
             value = self.value(source_id, index[:axis] + (local,) + index[axis + 1:])
             pieces.append((offset + size, value))
             offset += size
-        result = pieces[-1][1]
-        for bound, value in reversed(pieces[:-1]):
-            result = Op("({0} < %d ? {1} : {2})" % bound, (position, value, result))
-        return result
+        return _select(position, pieces)
 
     def _gather(self, node, index):
         source_id, index_id = node.inputs
@@ -261,6 +258,17 @@ class LoopKernelBuilder:
             self.scopes = saved
         saved[target].cache[(node.id, tuple(index))] = result
         return result
+
+
+def _select(position, pieces):
+    """The piece whose range holds `position`: a balanced tree of comparisons (depth log n), so a
+    cat of a thousand tensors stays a shallow expression."""
+    if len(pieces) == 1:
+        return pieces[0][1]
+    middle = len(pieces) // 2
+    bound = pieces[middle - 1][0]
+    return Op("({0} < %d ? {1} : {2})" % bound,
+              (position, _select(position, pieces[:middle]), _select(position, pieces[middle:])))
 
 
 def _variables(expr_or_index) -> set:
