@@ -68,3 +68,4 @@ from graphc import transforms  # noqa: E402
 from graphc.compile import compile, trace  # noqa: E402
 from runtime import get_num_threads, set_num_threads  # noqa: E402
 from graphc import dump as _dump  # noqa: E402,F401  (GRAPHC_DUMP=DIR: dump every compiled graph at exit)
+from graphc.serialization import load, save  # noqa: E402
