@@ -107,6 +107,24 @@ class BoundCall:
         self._function(self._binding.address)
 
 
+def _rebind_changed(binding: _Binding, buffers: Sequence[np.ndarray]) -> _Binding:
+    """A new binding that shares nothing mutable with the old one, validating and re-pointing only
+    the slots whose array changed (a train step's new batch: two slots of twenty)."""
+    arrays = tuple(buffers)
+    table = (ctypes.c_void_p * len(arrays))()
+    ctypes.memmove(table, binding.table, ctypes.sizeof(table))
+    for index, (new, old) in enumerate(zip(arrays, binding.arrays)):
+        if new is not old:
+            if not isinstance(new, np.ndarray):
+                raise TypeError(f"buffer {index} is a {type(new).__name__}, not a numpy array")
+            if not new.flags.c_contiguous:
+                raise ValueError(
+                    f"buffer {index} (shape {new.shape}, dtype {new.dtype}, strides {new.strides}) "
+                    "is not C-contiguous; pass np.ascontiguousarray(buffer)")
+            table[index] = new.ctypes.data
+    return _Binding(arrays, table)
+
+
 class CProgram:
     """A loaded shared library and one entry point ``void ENTRY(void **buffers)``.
 
@@ -179,8 +197,10 @@ class CProgram:
         binding = self._binding
         # Hot path: same array objects as last time -> reuse the pointer table. A local variable
         # holds the binding so a concurrent call that rebinds cannot swap it under this one.
-        if len(buffers) != len(binding.arrays) or not all(map(_is, buffers, binding.arrays)):
+        if len(buffers) != len(binding.arrays):
             binding = self._binding = _pointer_table(buffers, self.num_buffers)
+        elif not all(map(_is, buffers, binding.arrays)):
+            binding = self._binding = _rebind_changed(binding, buffers)
         self._function(binding.address)
 
     def __repr__(self) -> str:

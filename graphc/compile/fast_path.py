@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphc.autograd.grad_mode import is_grad_enabled
-from graphc.lazy import strided_view
+from graphc.lazy import contiguous_strides, strided_view
 from graphc.tensor import Tensor
 
 SMALL_RESULT_BYTES = 1 << 16  # results up to this size are copied out of a persistent buffer
@@ -49,6 +49,9 @@ class FastReplay:
         self.input_names = layout.input_names
         self.sources = [variant.sources.get(name) for name in layout.input_names]
         self.cached_inputs = [None] * len(self.sources)   # (storage, array, view)
+        self.contiguous_sizes = [
+            int(np.prod(s[2][0], dtype=np.int64)) if s[0] in ("argument", "locator")
+            and tuple(s[2][1]) == contiguous_strides(s[2][0]) else None for s in self.sources]
         self.scalar_cells = [np.zeros((), dtype=np.float64) for _ in variant.scalar_getters]
         self.random_cells = [np.zeros(2, dtype=np.int64) for _ in variant.random_keys]
         self.cached_destinations = {}
@@ -170,7 +173,12 @@ class FastReplay:
         cached = self.cached_inputs[index]
         if cached is not None and cached[0] is storage and cached[1] is storage.array:
             return cached[2]
-        view = np.ascontiguousarray(strided_view(storage, *source[2]))
+        shape, strides, offset = source[2]
+        size = self.contiguous_sizes[index]
+        if size is not None:   # the common case: a plain reshape, no as_strided
+            view = storage.array[offset:offset + size].reshape(shape)
+        else:
+            view = np.ascontiguousarray(strided_view(storage, shape, strides, offset))
         self.cached_inputs[index] = (storage, storage.array, view)
         return view
 
