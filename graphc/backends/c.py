@@ -51,6 +51,18 @@ def compile_pipeline(graph: Graph, aliases: dict | None = None):
     return plan, program, layout, render_program(program, profile=PROFILE)
 
 
+@functools.lru_cache(maxsize=1)
+def vector_flags() -> tuple:
+    """Use 512-bit vectors where the CPU has them: glibc's 16-wide expf/tanhf made W3 (a tanh and
+    an exp per element) 40% faster here than gcc's default 256-bit choice (5.8 -> 8.0 GB/s)."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            flags = next((line for line in file if line.startswith("flags")), "")
+    except OSError:
+        return ()
+    return ("-mprefer-vector-width=512",) if " avx512f" in flags else ()
+
+
 PIPELINE_FORMAT = "graphc-pipeline-1"
 
 
@@ -101,7 +113,8 @@ class CompiledGraph:
         """`aliases`: output position -> placeholder name it may be written over (see Layout)."""
         started = time.perf_counter()
         self.plan, self.program_ir, self.layout, self.source = cached_pipeline(graph, aliases)
-        self.program = runtime.compile_c(self.source, "graphc_entry", blas=self.program_ir.uses_blas)
+        self.program = runtime.compile_c(self.source, "graphc_entry", blas=self.program_ir.uses_blas,
+                                         extra_flags=vector_flags())
         runtime.get_num_threads()  # applies GRAPHC_NUM_THREADS (default: all cores) once
         self.graph = self.plan.graph
         self.compile_seconds = time.perf_counter() - started

@@ -231,7 +231,7 @@ class LoopKernelBuilder:
             innermost = depth == 0
             body = [Loop(loop_vars[axis], source.shape[axis], body, simd=innermost, reduce=reduce_clause)]
         if nan_flag is not None:
-            self.emit(Declare(nan_flag, "bool", Const("false")))
+            self.emit(Declare(nan_flag, "int32_t", Const("0")))  # int, not bool: lanes as wide as floats
         for statement in body:
             self.emit(statement)
         if nan_flag is not None:
