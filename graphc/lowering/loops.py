@@ -213,6 +213,8 @@ class LoopKernelBuilder:
             else:
                 source_index.append(index[position])
                 position += 1
+        if small_reduction(source.shape, axes):
+            return self._unrolled_reduction(node, source, axes, source_index, accumulator, combine)
         self.push(loop_vars.values())
         value = self.value(source.id, source_index)
         nan_flag = None
@@ -238,6 +240,19 @@ class LoopKernelBuilder:
             result = self.fresh("v")
             self.emit(Let(result, node.dtype.c_type, Op("({0} ? NAN : {1})", (Var(nan_flag), Var(accumulator)))))
             return Var(result)
+        return Var(accumulator)
+
+    def _unrolled_reduction(self, node, source, axes, source_index, accumulator, combine) -> Var:
+        """A reduction over a few elements (a pooling window): one statement per element, so the
+        loop around it (over the outputs) is the one the compiler vectorizes."""
+        positions = [[]]
+        for axis in axes:
+            positions = [p + [(axis, k)] for p in positions for k in range(source.shape[axis])]
+        for assignment in positions:
+            chosen = dict(assignment)
+            element_index = [ix.const(chosen[d]) if d in chosen else i for d, i in enumerate(source_index)]
+            value = self.value(source.id, element_index)
+            self.emit(Accumulate(accumulator, combine, value))
         return Var(accumulator)
 
     def _fused_reduction(self, node, index) -> Var:
@@ -269,6 +284,13 @@ def _select(position, pieces):
     bound = pieces[middle - 1][0]
     return Op("({0} < %d ? {1} : {2})" % bound,
               (position, _select(position, pieces[:middle]), _select(position, pieces[middle:])))
+
+
+UNROLL_LIMIT = 16  # reductions over at most this many elements are written out, not looped
+
+
+def small_reduction(shape, axes) -> bool:
+    return 0 < math.prod(shape[a] for a in axes) <= UNROLL_LIMIT
 
 
 def _variables(expr_or_index) -> set:
@@ -323,7 +345,9 @@ def build_loop_kernel(graph, kernel_plan, buffer_of, names) -> list:
         value = builder.value(root.id, index)
         builder.emit(Store(output, ix.linear(index, root.shape), value))
     body = builder.pop()
-    body = _nest(outer_vars, outer_shape, body, parallel=True, simd_inner=not inner_vars and kernel_plan.kind != "reduce")
+    unrolled = kernel_plan.kind == "reduce" and small_reduction(graph.node(root.inputs[0]).shape, root.attrs["axes"])
+    body = _nest(outer_vars, outer_shape, body, parallel=True,
+                 simd_inner=not inner_vars and (kernel_plan.kind != "reduce" or unrolled))
     return builder.pop() + body
 
 
