@@ -10,8 +10,10 @@ import pytest
 import graphc
 from graphc import backend
 
-# the NumPy interpreter is the reference engine these tests check against
-TEST_BACKEND = os.environ.get("GRAPHC_NN_TEST_BACKEND", "numpy")
+# the engine the nn/optim tests run on: the C backend, like the rest of the suite (their references
+# are NumPy float64 re-implementations and finite differences); GRAPHC_NN_TEST_BACKEND=numpy
+# runs them on the interpreter instead
+TEST_BACKEND = os.environ.get("GRAPHC_NN_TEST_BACKEND", "c")
 
 
 @pytest.fixture(autouse=False)
