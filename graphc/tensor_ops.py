@@ -528,26 +528,27 @@ def _values_at(input, indices, dim, keepdim, grad_name):
     return wrap(values, grad_name, [input])
 
 
-def max(input, dim=None, keepdim=False):
+def _extremum(input, dim, keepdim, largest: bool):
+    """max/min: elementwise against a tensor, over everything, or over `dim` as (values, indices)
+    with the gradient going to the returned index (PyTorch's max(dim))."""
+    name, result = ("Max", MaxResult) if largest else ("Min", MinResult)
     if isinstance(dim, Tensor):
-        return maximum(input, dim)
+        return (maximum if largest else minimum)(input, dim)
     if dim is None:
-        return wrap_name(amax(input), "MaxBackward1")
+        return wrap_name((amax if largest else amin)(input), f"{name}Backward1")
+    arg = argmax if largest else argmin
     if input.ndim == 0:
-        return MaxResult(input.clone(), argmax(input, dim, keepdim))
-    indices = argmax(input, dim, keepdim=keepdim)
-    return MaxResult(_values_at(input, indices, dim, keepdim, "MaxBackward0"), indices)
+        return result(input.clone(), arg(input, dim, keepdim))
+    indices = arg(input, dim, keepdim=keepdim)
+    return result(_values_at(input, indices, dim, keepdim, f"{name}Backward0"), indices)
+
+
+def max(input, dim=None, keepdim=False):
+    return _extremum(input, dim, keepdim, largest=True)
 
 
 def min(input, dim=None, keepdim=False):
-    if isinstance(dim, Tensor):
-        return minimum(input, dim)
-    if dim is None:
-        return wrap_name(amin(input), "MinBackward1")
-    if input.ndim == 0:
-        return MinResult(input.clone(), argmin(input, dim, keepdim))
-    indices = argmin(input, dim, keepdim=keepdim)
-    return MinResult(_values_at(input, indices, dim, keepdim, "MinBackward0"), indices)
+    return _extremum(input, dim, keepdim, largest=False)
 
 
 def wrap_name(tensor: Tensor, grad_name: str) -> Tensor:
