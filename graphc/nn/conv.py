@@ -1,7 +1,6 @@
 """`Conv2d`."""
 from __future__ import annotations
 
-import math
 
 from graphc.nn import functional as F, init
 from graphc.nn.linear import _empty
