@@ -66,6 +66,7 @@ class LoopKernelBuilder:
         self.scopes: list[Scope] = []
         self.outer_depth = 0          # scopes[outer_depth - 1] is where fused reductions go
         self.in_place = (None, None)  # (node, index): a value read in place, only at that index
+        self.stash = None             # (reduction, its input, output buffer, root index): see _stash_for
 
     # ---- naming and scopes ---------------------------------------------------------------------
     def fresh(self, prefix: str) -> str:
@@ -97,6 +98,13 @@ class LoopKernelBuilder:
         if cached is not None:
             return cached
         node = self.graph.node(node_id)
+        stash = self.stash
+        if stash is not None and node_id == stash[1] and index == stash[3]:
+            expr = Load(stash[2], ix.linear(index, self.graph.node(node_id).shape))
+            name = self.fresh("v")
+            self.emit(Let(name, self.graph.node(node_id).dtype.c_type, expr))
+            self.scopes[-1].cache[key] = Var(name)
+            return Var(name)
         if node_id not in self.members:
             if node_id == self.in_place[0] and index != self.in_place[1]:
                 raise FusionFailed(node_id)  # read elsewhere than it is written: needs its own buffer
@@ -217,6 +225,8 @@ class LoopKernelBuilder:
             return self._unrolled_reduction(node, source, axes, source_index, accumulator, combine)
         self.push(loop_vars.values())
         value = self.value(source.id, source_index)
+        if self.stash is not None and self.stash[0] == node.id:
+            self.emit(Store(self.stash[2], ix.linear(source_index, source.shape), value))
         nan_flag = None
         if combine == "max" and node.dtype.is_floating_point:
             # a vectorizable max (OpenMP's max reduction drops NaN), plus a flag that brings NaN
@@ -252,6 +262,8 @@ class LoopKernelBuilder:
             chosen = dict(assignment)
             element_index = [ix.const(chosen[d]) if d in chosen else i for d, i in enumerate(source_index)]
             value = self.value(source.id, element_index)
+            if self.stash is not None and self.stash[0] == node.id:
+                self.emit(Store(self.stash[2], ix.linear(element_index, source.shape), value))
             self.emit(Accumulate(accumulator, combine, value))
         return Var(accumulator)
 
@@ -333,6 +345,9 @@ def build_loop_kernel(graph, kernel_plan, buffer_of, names) -> list:
         builder.push(inner_vars)
         index = tuple(Var(v) for v in outer_vars + inner_vars)
         builder.in_place = (kernel_plan.contraction, index)
+        stash = _stash_for(graph, root, members, kernel_plan)
+        if stash is not None:
+            builder.stash = stash + (output, index)
         value = builder.value(root.id, index)
         builder.emit(Store(output, ix.linear(index, root.shape), value))
         body = builder.pop()
@@ -349,6 +364,42 @@ def build_loop_kernel(graph, kernel_plan, buffer_of, names) -> list:
     body = _nest(outer_vars, outer_shape, body, parallel=True,
                  simd_inner=not inner_vars and (kernel_plan.kind != "reduce" or unrolled))
     return builder.pop() + body
+
+
+def _stash_for(graph, root, members, kernel_plan):
+    """(reduction, its input X) when a row kernel would compute X twice per element: once inside
+    the fused reduction over the row and again to write the row (softmax's exp). The reduction pass
+    then stores X into the output row (the row is in cache) and the write pass reads it back."""
+    if kernel_plan.contraction is not None:
+        return None
+    member_set = set(members)
+    for member in members:
+        node = graph.node(member)
+        if node.id == root.id or table.get(node.op).category != REDUCE:
+            continue
+        source = graph.node(node.inputs[0])
+        if (source.id not in member_set or source.shape != root.shape or source.dtype is not root.dtype
+                or table.get(source.op).category != ELEMENTWISE):
+            continue
+        if _reached_elementwise(graph, root.id, source.id, member_set):
+            return (node.id, source.id)
+    return None
+
+
+def _reached_elementwise(graph, start: int, target: int, members: set) -> bool:
+    """Does `start` use `target` through elementwise members only (so at the same index)?"""
+    stack, seen = [start], set()
+    while stack:
+        current = stack.pop()
+        if current == target:
+            return True
+        if current in seen or current not in members:
+            continue
+        seen.add(current)
+        node = graph.node(current)
+        if table.get(node.op).category == ELEMENTWISE:
+            stack.extend(node.inputs)
+    return False
 
 
 def _nest(variables, shape, body, parallel: bool, simd_inner: bool = True) -> list:
