@@ -192,7 +192,9 @@ def build_graph(outputs, opaque=None) -> GraphBuild:
                 build.placeholder(lazy, leaf[0], leaf[1])
                 continue
             if lazy.op == "input":
-                build.placeholder(lazy, None) if opaque is not None else _unbound(lazy)
+                if opaque is None:
+                    raise GraphcError(f"internal: input node without a buffer ({lazy})")
+                build.placeholder(lazy, None)
                 continue
             stack.append((lazy, True))
             stack.extend((i, False) for i in reversed(lazy.inputs) if id(i) not in build.id_of)
@@ -204,10 +206,6 @@ def build_graph(outputs, opaque=None) -> GraphBuild:
         build.key_parts.append((lazy.op, tuple(inputs), repr(sorted(lazy.attrs.items()))))
     build.graph.output(*(build.id_of[id(node)] for node in outputs))
     return build
-
-
-def _unbound(lazy):
-    raise GraphcError(f"internal: input node without a buffer ({lazy})")
 
 
 def graph_to_lazy(graph: Graph, wanted, node_of: dict, where_default="") -> list[LazyNode]:
