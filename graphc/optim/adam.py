@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from graphc import dtypes
-from graphc.autograd.grad_mode import enable_grad, no_grad
 from graphc.optim.optimizer import Optimizer
 
 
@@ -54,42 +53,35 @@ class Adam(Optimizer):
                 state["max_exp_avg_sq"] = zeros_like(p)
         return state
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure()'s loss if given."""
+    def _update_group(self, group) -> None:
+        """Update every parameter of `group` that has a gradient (called under no_grad)."""
         from graphc.tensor_ops import maximum
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
-        with no_grad():
-            for group in self.param_groups:
-                beta1, beta2 = group["betas"]
-                lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
-                amsgrad = group["amsgrad"]
-                for p in self._params_with_grad(group):
-                    grad = p.grad if not group["maximize"] else -p.grad
-                    state = self._init_state(p, amsgrad)
-                    exp_avg, exp_avg_sq, step_t = state["exp_avg"], state["exp_avg_sq"], state["step"]
-                    step_t.add_(1)
-                    if weight_decay != 0:
-                        if group["decoupled_weight_decay"]:
-                            p.mul_(1 - lr * weight_decay)
-                        else:
-                            grad = grad.add(p, alpha=weight_decay)
-                    exp_avg.add_(grad - exp_avg, alpha=1 - beta1)
-                    exp_avg_sq.mul_(beta2).add_(grad * grad, alpha=1 - beta2)
-                    step = step_t.to(dtypes.float64)
-                    bias_correction1 = 1 - beta1 ** step
-                    bias_correction2_sqrt = (1 - beta2 ** step).sqrt()
-                    step_size = lr / bias_correction1
-                    if amsgrad:
-                        state["max_exp_avg_sq"].copy_(maximum(state["max_exp_avg_sq"], exp_avg_sq))
-                        second = state["max_exp_avg_sq"]
-                    else:
-                        second = exp_avg_sq
-                    denom = (second.sqrt() / bias_correction2_sqrt).add(eps)
-                    p.add_((exp_avg / denom) * (-step_size))
-        return loss
+        beta1, beta2 = group["betas"]
+        lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+        amsgrad = group["amsgrad"]
+        for p in self._params_with_grad(group):
+            grad = p.grad if not group["maximize"] else -p.grad
+            state = self._init_state(p, amsgrad)
+            exp_avg, exp_avg_sq, step_t = state["exp_avg"], state["exp_avg_sq"], state["step"]
+            step_t.add_(1)
+            if weight_decay != 0:
+                if group["decoupled_weight_decay"]:
+                    p.mul_(1 - lr * weight_decay)
+                else:
+                    grad = grad.add(p, alpha=weight_decay)
+            exp_avg.add_(grad - exp_avg, alpha=1 - beta1)
+            exp_avg_sq.mul_(beta2).add_(grad * grad, alpha=1 - beta2)
+            step = step_t.to(dtypes.float64)
+            bias_correction1 = 1 - beta1 ** step
+            bias_correction2_sqrt = (1 - beta2 ** step).sqrt()
+            step_size = lr / bias_correction1
+            if amsgrad:
+                state["max_exp_avg_sq"].copy_(maximum(state["max_exp_avg_sq"], exp_avg_sq))
+                second = state["max_exp_avg_sq"]
+            else:
+                second = exp_avg_sq
+            denom = (second.sqrt() / bias_correction2_sqrt).add(eps)
+            p.add_((exp_avg / denom) * (-step_size))
 
 
 class AdamW(Adam):

@@ -12,7 +12,7 @@ import warnings
 from collections import defaultdict
 from itertools import chain
 
-from graphc.autograd.grad_mode import no_grad
+from graphc.autograd.grad_mode import enable_grad, no_grad
 from graphc.tensor import Tensor
 
 
@@ -124,6 +124,22 @@ class Optimizer:
                         p.grad.zero_()
 
     def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns closure()'s loss if given.
+
+        The update itself is tensor ops and in-place writes under no_grad, so it is traced into
+        the same graph as the forward and backward inside graphc.compile."""
+        self._step_count = getattr(self, "_step_count", 0) + 1
+        self._opt_called = True   # schedulers check that step() ran before theirs
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        with no_grad():
+            for group in self.param_groups:
+                self._update_group(group)
+        return loss
+
+    def _update_group(self, group) -> None:
         raise NotImplementedError
 
     def _params_with_grad(self, group):

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 from graphc import dtypes
-from graphc.autograd.grad_mode import enable_grad, no_grad
 from graphc.optim.optimizer import Optimizer
 
 
@@ -38,34 +37,27 @@ class RMSprop(Optimizer):
                 state["grad_avg"] = zeros_like(p)
         return state
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure()'s loss if given."""
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
-        with no_grad():
-            for group in self.param_groups:
-                lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
-                weight_decay, momentum = group["weight_decay"], group["momentum"]
-                for p in self._params_with_grad(group):
-                    grad = p.grad if not group["maximize"] else -p.grad
-                    state = self._init_state(p, group)
-                    state["step"].add_(1)
-                    if weight_decay != 0:
-                        grad = grad.add(p, alpha=weight_decay)
-                    square_avg = state["square_avg"]
-                    square_avg.mul_(alpha).add_(grad * grad, alpha=1 - alpha)
-                    if group["centered"]:
-                        grad_avg = state["grad_avg"]
-                        grad_avg.mul_(alpha).add_(grad, alpha=1 - alpha)
-                        average = (square_avg - grad_avg * grad_avg).sqrt().add(eps)
-                    else:
-                        average = square_avg.sqrt().add(eps)
-                    if momentum > 0:
-                        buffer = state["momentum_buffer"]
-                        buffer.mul_(momentum).add_(grad / average)
-                        p.add_(buffer, alpha=-lr)
-                    else:
-                        p.add_(grad / average, alpha=-lr)
-        return loss
+    def _update_group(self, group) -> None:
+        """Update every parameter of `group` that has a gradient (called under no_grad)."""
+        lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
+        weight_decay, momentum = group["weight_decay"], group["momentum"]
+        for p in self._params_with_grad(group):
+            grad = p.grad if not group["maximize"] else -p.grad
+            state = self._init_state(p, group)
+            state["step"].add_(1)
+            if weight_decay != 0:
+                grad = grad.add(p, alpha=weight_decay)
+            square_avg = state["square_avg"]
+            square_avg.mul_(alpha).add_(grad * grad, alpha=1 - alpha)
+            if group["centered"]:
+                grad_avg = state["grad_avg"]
+                grad_avg.mul_(alpha).add_(grad, alpha=1 - alpha)
+                average = (square_avg - grad_avg * grad_avg).sqrt().add(eps)
+            else:
+                average = square_avg.sqrt().add(eps)
+            if momentum > 0:
+                buffer = state["momentum_buffer"]
+                buffer.mul_(momentum).add_(grad / average)
+                p.add_(buffer, alpha=-lr)
+            else:
+                p.add_(grad / average, alpha=-lr)

@@ -1,7 +1,6 @@
 """`SGD` with momentum, dampening, weight decay and Nesterov, in PyTorch's order of operations."""
 from __future__ import annotations
 
-from graphc.autograd.grad_mode import enable_grad, no_grad
 from graphc.optim.optimizer import Optimizer
 
 
@@ -37,30 +36,23 @@ class SGD(Optimizer):
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure()'s loss if given."""
+    def _update_group(self, group) -> None:
+        """Update every parameter of `group` that has a gradient (called under no_grad)."""
         from graphc.creation import zeros_like
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
-        with no_grad():
-            for group in self.param_groups:
-                lr, momentum = group["lr"], group["momentum"]
-                dampening, weight_decay = group["dampening"], group["weight_decay"]
-                for p in self._params_with_grad(group):
-                    grad = p.grad if not group["maximize"] else -p.grad
-                    if weight_decay != 0:
-                        grad = grad.add(p, alpha=weight_decay)
-                    if momentum != 0:
-                        state = self.state[p]
-                        buf = state.get("momentum_buffer")
-                        if buf is None:
-                            # a fresh leaf holding a copy of the gradient (no graph attached)
-                            buf = zeros_like(p, dtype=grad.dtype).copy_(grad)
-                            state["momentum_buffer"] = buf
-                        else:
-                            buf.mul_(momentum).add_(grad, alpha=1 - dampening)
-                        grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
-                    p.add_(grad, alpha=-lr)
-        return loss
+        lr, momentum = group["lr"], group["momentum"]
+        dampening, weight_decay = group["dampening"], group["weight_decay"]
+        for p in self._params_with_grad(group):
+            grad = p.grad if not group["maximize"] else -p.grad
+            if weight_decay != 0:
+                grad = grad.add(p, alpha=weight_decay)
+            if momentum != 0:
+                state = self.state[p]
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    # a fresh leaf holding a copy of the gradient (no graph attached)
+                    buf = zeros_like(p, dtype=grad.dtype).copy_(grad)
+                    state["momentum_buffer"] = buf
+                else:
+                    buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+                grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
+            p.add_(grad, alpha=-lr)
