@@ -5,6 +5,8 @@ reason (which guard, old and new value) is recorded.
 """
 from __future__ import annotations
 
+import collections
+
 from graphc.autograd.grad_mode import is_grad_enabled
 from graphc.tensor import Tensor
 
@@ -52,12 +54,15 @@ def tensor_signature(tensor: Tensor) -> tuple:
             tensor.requires_grad)
 
 
+ParameterGuard = collections.namedtuple("ParameterGuard", "identity shape dtype requires_grad grad")
+
+
 def _parameter_signature(parameter) -> tuple:
     # storages are not guarded: a replay finds a parameter's, gradient's or buffer's current
     # storage through its owner (see function.Locator), so replacing `p.grad` is fine
     grad = parameter.grad
-    return (id(parameter), tuple(parameter._shape), parameter.dtype.name, parameter.requires_grad,
-            None if grad is None else (tuple(grad._shape), grad.dtype.name))
+    return ParameterGuard(id(parameter), tuple(parameter._shape), parameter.dtype.name,
+                          parameter.requires_grad, None if grad is None else (tuple(grad._shape), grad.dtype.name))
 
 
 def _state_value(value):
@@ -106,8 +111,17 @@ def signature(args, kwargs, modules, optimizers) -> dict:
 
 
 def first_difference(old: dict, new: dict):
-    """(guard name, old value, new value) of the first guard that differs, or None."""
+    """(guard name, old value, new value) of the first guard that differs, or None. Inside a
+    guard made of nested tuples (one entry per parameter...), the name gets the path to the first
+    entry that differs, e.g. "Sequential parameters[0][4]", and the values are that entry's."""
     for name in list(old) + [n for n in new if n not in old]:
-        if old.get(name, "<absent>") != new.get(name, "<absent>"):
-            return name, old.get(name, "<absent>"), new.get(name, "<absent>")
+        before, after = old.get(name, "<absent>"), new.get(name, "<absent>")
+        if before != after:
+            path = ""
+            while (isinstance(before, tuple) and isinstance(after, tuple) and len(before) == len(after)):
+                index = next(i for i, (a, b) in enumerate(zip(before, after)) if a != b)
+                fields = getattr(before, "_fields", None)
+                path += f".{fields[index]}" if fields else f"[{index}]"
+                before, after = before[index], after[index]
+            return name + path, before, after
     return None
