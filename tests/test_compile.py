@@ -276,3 +276,34 @@ def test_trace_of_a_step_in_steady_state(rng):
     assert [n.op for n in graph.nodes()].count("matmul") == 8
     for p in model.parameters():
         np.testing.assert_array_equal(optimizer.state[p]["momentum_buffer"].numpy(), buffers[id(p)])
+
+
+def test_batchnorm_dropout_adam_compiled_like_lazy(rng):
+    """Buffers updated in place (running statistics), dropout's random numbers and Adam's step
+    counter all live outside the traced function; the compiled steps match the lazy ones."""
+    data = [(rng.standard_normal((5, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 5)) for _ in range(4)]
+    results = []
+    for compiled in (False, True):
+        graphc.manual_seed(11)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                              nn.Dropout(0.3), nn.Linear(4 * 6 * 6, 3))
+        optimizer = optim.Adam(model.parameters(), lr=0.01)
+
+        def step(x, y):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            return loss
+        runner = graphc.compile(step) if compiled else step
+        losses = [runner(graphc.tensor(x), graphc.tensor(y)).item() for x, y in data]
+        model.eval()
+        with graphc.no_grad():
+            evaluated = (graphc.compile(model) if compiled else model)(graphc.tensor(data[0][0])).numpy().copy()
+        results.append((losses, model[1].running_mean.numpy().copy(), model[1].running_var.numpy().copy(),
+                        evaluated))
+    (lazy_losses, lazy_mean, lazy_var, lazy_eval), (losses, mean, var, evaluated) = results
+    np.testing.assert_allclose(losses, lazy_losses, rtol=1e-5)
+    np.testing.assert_allclose(mean, lazy_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(var, lazy_var, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(evaluated, lazy_eval, rtol=1e-4, atol=1e-5)
