@@ -48,7 +48,8 @@ def batches(kind, rng, count, batch=8, dtype=np.float32):
             for _ in range(count)]
 
 
-def train(model, optimizer, data, compiled: bool):
+def train_step(model, optimizer, scheduler=None):
+    """The tutorial's step: zero_grad, cross-entropy, backward, step (and a scheduler step)."""
     criterion = nn.CrossEntropyLoss()
 
     def step(x, y):
@@ -56,7 +57,14 @@ def train(model, optimizer, data, compiled: bool):
         loss = criterion(model(x), y)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         return loss
+    return step
+
+
+def train(model, optimizer, data, compiled: bool):
+    step = train_step(model, optimizer)
 
     runner = graphc.compile(step) if compiled else step
     losses = [runner(graphc.tensor(x), graphc.tensor(y)).item() for x, y in data]
@@ -95,16 +103,8 @@ def test_compiled_steps_match_the_lazy_path(kind, optimizer_name, dtype, rng):
 
 def test_retrace_only_when_a_guard_changes(rng):
     model, optimizer = make_setup("mlp", "sgd", 0)
-    criterion = nn.CrossEntropyLoss()
     scheduler = optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 0.5 ** epoch)
-
-    @graphc.compile
-    def step(x, y):
-        optimizer.zero_grad()
-        loss = criterion(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
+    step = graphc.compile(train_step(model, optimizer))
 
     def call(batch):
         x, y = batches("mlp", rng, 1, batch)[0]
@@ -133,14 +133,7 @@ def test_learning_rate_from_a_scheduler_is_used(rng):
     for compiled in (False, True):
         model, optimizer = make_setup("mlp", "sgd", 3)
         scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.1)
-        criterion = nn.CrossEntropyLoss()
-
-        def step(a, b):
-            optimizer.zero_grad()
-            loss = criterion(model(a), b)
-            loss.backward()
-            optimizer.step()
-            return loss
+        step = train_step(model, optimizer)
         runner = graphc.compile(step) if compiled else step
         for _ in range(4):
             runner(graphc.tensor(x), graphc.tensor(y))
@@ -178,15 +171,8 @@ def test_compiled_module_forward(rng):
 
 def test_trace_returns_the_whole_step_graph_and_changes_nothing(tmp_path, rng):
     model, optimizer = make_setup("mlp", "sgd", 1)
-    criterion = nn.CrossEntropyLoss()
     before = [p.detach().numpy().copy() for p in model.parameters()]
-
-    def step(x, y):
-        optimizer.zero_grad()
-        loss = criterion(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
+    step = train_step(model, optimizer)
     x, y = batches("mlp", rng, 1)[0]
     graph = graphc.trace(step, graphc.tensor(x), graphc.tensor(y))
     ops = [n.op for n in graph.nodes()]
@@ -236,15 +222,7 @@ def test_scheduler_stepping_inside_the_compiled_function(rng):
     for compiled in (False, True):
         model, optimizer = make_setup("mlp", "sgd", 4)
         scheduler = optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.5)
-        criterion = nn.CrossEntropyLoss()
-
-        def step(a, b):
-            optimizer.zero_grad()
-            loss = criterion(model(a), b)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            return loss
+        step = train_step(model, optimizer, scheduler)
         runner = graphc.compile(step) if compiled else step
         for _ in range(5):
             runner(graphc.tensor(x), graphc.tensor(y))
@@ -261,14 +239,7 @@ def test_scheduler_stepping_inside_the_compiled_function(rng):
 def test_trace_of_a_step_in_steady_state(rng):
     """graphc.trace after the optimizer has state (the trace does not change it)."""
     model, optimizer = make_setup("mlp", "sgd", 2)
-    criterion = nn.CrossEntropyLoss()
-
-    def step(x, y):
-        optimizer.zero_grad()
-        loss = criterion(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
+    step = train_step(model, optimizer)
     x, y = (graphc.tensor(a) for a in batches("mlp", rng, 1)[0])
     step(x, y)
     buffers = {id(p): optimizer.state[p]["momentum_buffer"].numpy().copy() for p in model.parameters()}
@@ -290,13 +261,7 @@ def test_batchnorm_dropout_adam_compiled_like_lazy(rng):
         model = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
                               nn.Dropout(0.3), nn.Linear(4 * 6 * 6, 3))
         optimizer = optim.Adam(model.parameters(), lr=0.01)
-
-        def step(x, y):
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            return loss
+        step = train_step(model, optimizer)
         runner = graphc.compile(step) if compiled else step
         losses = [runner(graphc.tensor(x), graphc.tensor(y)).item() for x, y in data]
         model.eval()
