@@ -25,13 +25,15 @@ def environment() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
-def render_program(program: Program, entry: str = "graphc_entry", profile: bool = False) -> str:
-    """One C translation unit; `profile` adds per-kernel timers (graphc_kernel_seconds)."""
+def render_program(program: Program, entry: str = "graphc_entry", profile: bool = False,
+                   stepping: bool = False) -> str:
+    """One C translation unit; `profile` adds per-kernel timers (graphc_kernel_seconds);
+    `stepping` adds `graphc_run_kernel(index, buffers)`, one kernel at a time, for the check modes."""
     kernels = [{"name": k.name, "comment": [_comment_safe(line) for line in k.comment],
                 "declarations": _declarations(program, k),
                 "body": render_statements(k.body, 1, k.work)} for k in program.kernels]
     return environment().get_template("program.c.jinja").render(
-        program=program, kernels=kernels, entry=entry, profile=profile, uses_blas=program.uses_blas,
+        program=program, kernels=kernels, entry=entry, profile=profile, stepping=stepping, uses_blas=program.uses_blas,
         uses_random=program.uses_random, simd_functions=SIMD_FUNCTIONS)
 
 

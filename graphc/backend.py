@@ -23,22 +23,29 @@ stats = {"interpreted": 0, "compiled": 0, "replayed": 0}
 def run(build) -> list:
     """Run a `GraphBuild` (graph + bindings) and return its outputs' arrays."""
     if _default == "numpy":
-        stats["interpreted"] += 1
-        return interpreter.evaluate(build.graph, build.bindings)
+        return _interpret(build)
     key = build.key
     program = _programs.get(key)
     if program is None:
         runs = _seen.get(key, 0)
         if runs < _compile_after:
             _seen[key] = runs + 1
-            stats["interpreted"] += 1
-            return interpreter.evaluate(build.graph, build.bindings)
+            return _interpret(build)
         from graphc.backends.c import CompiledGraph
         program = _programs[key] = CompiledGraph(build.graph)
         stats["compiled"] += 1
     else:
         stats["replayed"] += 1
     return program(build.bindings)
+
+
+def _interpret(build) -> list:
+    stats["interpreted"] += 1
+    from graphc.autograd import anomaly
+    if anomaly.is_anomaly_enabled():  # report the first node that makes a NaN or an Inf
+        from graphc import check
+        return interpreter.evaluate(build.graph, build.bindings, on_node=check.nan_watch())
+    return interpreter.evaluate(build.graph, build.bindings)
 
 
 def set_default(name: str, compile_after: int | None = None) -> None:

@@ -10,6 +10,14 @@ class ShapeError(GraphcError, ValueError):
     """Shapes that do not fit the op (broadcast, matmul, view, cat...)."""
 
 
+class CheckFailure(GraphcError):
+    """GRAPHC_CHECK: a compiled kernel's result differs from the reference interpreter's."""
+
+
+class AnomalyError(GraphcError):
+    """Anomaly detection: a node made NaN or Inf out of finite inputs."""
+
+
 def op_error(op: str, message: str, where: str | None = None, hint: str | None = None,
              kind: type = GraphcError) -> GraphcError:
     """Build an error that reads ``op: message (at file.py:12)`` with an optional HINT line."""

@@ -18,7 +18,7 @@ import numpy as np
 
 import runtime
 from codegen import render_program
-from graphc import dump
+from graphc import check, dump
 from graphc.ir.graph import Graph
 from graphc.lowering import lower_program
 from graphc.lowering.loops import FusionFailed
@@ -109,8 +109,11 @@ def cached_pipeline(graph: Graph, aliases: dict | None = None):
 class CompiledGraph:
     """A graph compiled to native code, callable with its placeholders' arrays."""
 
-    def __init__(self, graph: Graph, aliases: dict | None = None):
-        """`aliases`: output position -> placeholder name it may be written over (see Layout)."""
+    def __init__(self, graph: Graph, aliases: dict | None = None, check: bool = False):
+        """`aliases`: output position -> placeholder name it may be written over (see Layout).
+        `check`: run kernel by kernel against the reference interpreter (graphc.check)."""
+        self.check = check
+        self._stepper = None
         started = time.perf_counter()
         self.plan, self.program_ir, self.layout, self.source = cached_pipeline(graph, aliases)
         self.program = runtime.compile_c(self.source, "graphc_entry", blas=self.program_ir.uses_blas,
@@ -159,7 +162,17 @@ class CompiledGraph:
 
     def run_arrays(self, inputs: list, outputs: list) -> None:
         """Run on arrays already in slot order (the compile fast path's entry)."""
+        if self.check or check.active():
+            self._run_checked(inputs, outputs)
+            return
         self.program(inputs + outputs + [self.arena])
+
+    def _run_checked(self, inputs: list, outputs: list) -> None:
+        compare, nan = check.wanted(self)
+        if compare or nan:
+            check.run_checked(self, inputs, outputs, compare, nan)
+        else:
+            self.program(inputs + outputs + [self.arena])
 
     def __call__(self, bindings, out: dict | None = None) -> list:
         """Run with placeholders bound by name. `out` maps output positions (in the distinct
@@ -173,6 +186,6 @@ class CompiledGraph:
         if out:
             for position, array in out.items():
                 outputs[position] = array
-        self.program(inputs + outputs + [self.arena])
+        self.run_arrays(inputs, outputs)
         by_name = dict(zip(self.layout.input_names, inputs))
         return [by_name[key] if kind == "input" else outputs[key] for kind, key in self.layout.results]

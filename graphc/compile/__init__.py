@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-def compile(function=None, *, backend=None, max_variants=None):
+def compile(function=None, *, backend=None, max_variants=None, check=False):
     """Compile `function` (or a Module's forward): traced once per input signature, replayed after.
 
         @graphc.compile
@@ -16,12 +16,15 @@ def compile(function=None, *, backend=None, max_variants=None):
     The function's Python code runs only when it is traced; later calls with the same shapes,
     dtypes, modes and state layout run the compiled program (one native call). Python code inside
     that needs a computed value (`if loss > 0`, `.item()`, `print(t)`) raises a TraceError naming
-    the line. `backend="numpy"` replays on the reference interpreter instead of C.
+    the line. `backend="numpy"` replays on the reference interpreter instead of C. `check=True`
+    runs every kernel beside the reference interpreter and raises `graphc.errors.CheckFailure`
+    naming the first kernel (and node, and line) whose result differs (slow; as GRAPHC_CHECK=1).
     """
     from graphc.compile.function import MAX_VARIANTS, CompiledFunction
 
     def wrap(target):
-        return CompiledFunction(target, backend=backend, max_variants=max_variants or MAX_VARIANTS)
+        return CompiledFunction(target, backend=backend, max_variants=max_variants or MAX_VARIANTS,
+                                check=check)
     return wrap if function is None else wrap(function)
 
 

@@ -139,9 +139,10 @@ class Variant:
 class CompiledFunction:
     """The callable `graphc.compile` returns."""
 
-    def __init__(self, function, backend=None, max_variants: int = MAX_VARIANTS):
+    def __init__(self, function, backend=None, max_variants: int = MAX_VARIANTS, check: bool = False):
         self.function = function
         self.backend = backend
+        self.check = check   # run each kernel beside the reference interpreter (graphc.check)
         self.max_variants = max_variants
         self.variants: list[Variant] = []
         self.history: list[dict] = []   # every trace: when, why, how long
@@ -301,7 +302,7 @@ class CompiledFunction:
         if name == "numpy":
             return None
         from graphc.backends.c import CompiledGraph
-        return CompiledGraph(graph, aliases)
+        return CompiledGraph(graph, aliases, check=self.check)
 
     # ---- running ---------------------------------------------------------------------------------
     def _scalars(self, variant: Variant) -> list:
@@ -341,8 +342,10 @@ class CompiledFunction:
         program = variant.program
         direct = {}   # distinct output position -> the storage memory it is written into
         if program is None:
-            from graphc import interpreter
-            results = interpreter.evaluate(variant.graph, bindings)
+            from graphc import check, interpreter
+            from graphc.autograd import anomaly
+            watch = check.nan_watch() if anomaly.is_anomaly_enabled() else None
+            results = interpreter.evaluate(variant.graph, bindings, on_node=watch)
         else:
             for graph_position, destination in enumerate(variant.destinations):
                 kind, position = destination[0], program.layout.results[graph_position]

@@ -48,7 +48,8 @@ def autodiff(graph: Graph, outputs, seeds, wrt) -> list:
         rule = table.get(node.op).vjp
         if rule is None:
             continue  # comparisons, sources: no gradient flows through them
-        emitter.location = node.where  # backward nodes point at the forward line they differentiate
+        # backward nodes point at the forward line they differentiate, and say so
+        emitter.location = f"{node.where or '<graphc>'} (backward of {node.op})"
         input_grads = rule(emitter, node, grad)
         for source, contribution in zip(node.inputs, input_grads):
             accumulate(source, contribution)
