@@ -22,7 +22,7 @@ a ``cuda_program.py`` beside ``cprogram.py`` (see ``cuda_compiler.py``).
 
 from .artifact import Artifact
 from .build import cache_entries, clear_cache, compile_c
-from .c_compiler import CCompiler
+from .c_compiler import CCompiler, sanitize_requested
 from .cache import BuildCache, CacheEntry, CacheStats, cache_directory, default_cache
 from .compiler import Compiler
 from .cprogram import BoundCall, CProgram
@@ -54,5 +54,6 @@ __all__ = [
     "compile_c",
     "cuda_available",
     "default_cache",
+    "sanitize_requested",
     "find_cuda_compiler",
 ]

@@ -154,8 +154,11 @@ class CProgram:
             # dlopen of an ASan library into a process without the ASan runtime aborts the
             # whole interpreter; refuse with the fix instead.
             raise LoadError(
-                f"{self.library_path} was built with sanitize=True; load it in a process started "
-                "with LD_PRELOAD=$(cc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0"
+                f"{self.library_path} was built with AddressSanitizer (sanitize=True or "
+                "GRAPHC_SANITIZE=1), and this process does not have the ASan runtime, which must be "
+                "loaded before anything else: run it as LD_PRELOAD=$(cc -print-file-name=libasan.so) "
+                "ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 "
+                "GRAPHC_SANITIZE=1 python ..., or unset GRAPHC_SANITIZE (README: Sanitizers)"
             )
         problem = shared_library_problem(self.library_path)
         if problem is not None:  # checked first: dlopen of a truncated file dies with SIGBUS

@@ -19,6 +19,7 @@ import numpy as np
 import runtime
 from codegen import render_program
 from graphc import check, dump
+from graphc.backends import sanitize
 from graphc.ir.graph import Graph
 from graphc.lowering import lower_program
 from graphc.lowering.loops import FusionFailed
@@ -35,6 +36,7 @@ def compile_pipeline(graph: Graph, aliases: dict | None = None):
     """Graph -> (fusion plan, kernel-IR program, layout, C source), the stages `graphc dump` shows.
 
     The plan's graph is the simplified one (same placeholders, outputs in the same positions).
+    Under GRAPHC_SANITIZE=1 the memory plan puts redzones between temporaries (sanitize.py).
     """
     graph, _ = simplify(graph)
     forced: set = set()
@@ -42,7 +44,7 @@ def compile_pipeline(graph: Graph, aliases: dict | None = None):
         plan = fuse(graph, force_materialize=forced)
         name = "graph_" + hashlib.sha256(graph.to_json().encode()).hexdigest()[:12]
         try:
-            program, layout = lower_program(plan, name, aliases)
+            program, layout = lower_program(plan, name, aliases, sanitize.redzone())
             break
         except FusionFailed as failure:
             forced.add(failure.node_id)
@@ -80,9 +82,10 @@ def _compiler_fingerprint() -> str:
 
 def _pipeline_path(graph: Graph, aliases) -> "os.PathLike":
     text = (graph.to_json() + repr(sorted((aliases or {}).items())) + PIPELINE_FORMAT + str(PROFILE)
-            + _compiler_fingerprint())
+            + str(sanitize.redzone()) + _compiler_fingerprint())
     key = hashlib.sha256(text.encode()).hexdigest()
-    return runtime.cache_directory() / "pipelines" / key[:2] / f"{key}.pickle"
+    # default_cache() checked this directory (refused if others may write it: these are pickles)
+    return runtime.default_cache().directory / "pipelines" / key[:2] / f"{key}.pickle"
 
 
 def cached_pipeline(graph: Graph, aliases: dict | None = None):
@@ -116,8 +119,9 @@ class CompiledGraph:
         self._stepper = None
         started = time.perf_counter()
         self.plan, self.program_ir, self.layout, self.source = cached_pipeline(graph, aliases)
+        sanitized = runtime.sanitize_requested()
         self.program = runtime.compile_c(self.source, "graphc_entry", blas=self.program_ir.uses_blas,
-                                         extra_flags=vector_flags())
+                                         extra_flags=vector_flags(), sanitize=sanitized)
         runtime.get_num_threads()  # applies GRAPHC_NUM_THREADS (default: all cores) once
         self.graph = self.plan.graph
         self.compile_seconds = time.perf_counter() - started
@@ -129,6 +133,8 @@ class CompiledGraph:
         start = (-raw.ctypes.data) % 64
         self._arena_owner = raw
         self.arena = raw[start:start + max(self.layout.arena_bytes, 1)]
+        if sanitized:  # redzones and alignment slack become unaddressable for ASan
+            sanitize.poison_arena(raw, self.arena, self.layout.memory.poison)
 
         # output arrays of earlier calls, reused once nobody else holds them (a fresh large array
         # costs page faults on first touch, often more than the arithmetic that fills it)

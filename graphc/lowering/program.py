@@ -26,9 +26,11 @@ class Layout:
     aliased: dict = None     # output position -> input name it is written over in place
 
 
-def lower_program(plan: FusionPlan, name: str, aliases: dict | None = None) -> tuple[Program, Layout]:
+def lower_program(plan: FusionPlan, name: str, aliases: dict | None = None,
+                  redzone: int = 0) -> tuple[Program, Layout]:
     """`aliases` maps an output's position in graph.outputs to the name of the placeholder whose
-    memory it may overwrite (a parameter updated in place); only hazard-free ones are kept."""
+    memory it may overwrite (a parameter updated in place); only hazard-free ones are kept.
+    `redzone` > 0 (sanitizer builds) gives every temporary its own arena bytes with gaps between."""
     graph = plan.graph
     buffers, buffer_of = [], {}
     placeholders = graph.placeholders()
@@ -86,7 +88,7 @@ def lower_program(plan: FusionPlan, name: str, aliases: dict | None = None) -> t
             key = buffer_of.get(source)
             if key in lifetimes:
                 lifetimes[key][1] = max(lifetimes[key][1], index)
-    memory = plan_memory(sizes, {k: tuple(v) for k, v in lifetimes.items()})
+    memory = plan_memory(sizes, {k: tuple(v) for k, v in lifetimes.items()}, redzone)
     for key, size in sizes.items():
         if key.startswith("t"):
             dtype = graph.node(int(key[1:])).dtype.c_type
