@@ -8,7 +8,7 @@ import numpy as np
 from graphc import dtypes
 from graphc.autograd.grad_mode import is_grad_enabled
 from graphc.lazy import LazyNode, make_node
-from graphc.size import device as Device
+from graphc.size import CPU, device as Device
 from graphc.source_location import user_location
 from graphc.tensor import Scalar, Tensor
 
@@ -22,10 +22,22 @@ def _shape(args) -> tuple:
     return shape
 
 
-def _check_device(device) -> None:
-    if device is not None and Device(device).type != "cpu":
-        from graphc import cuda
-        cuda.require("create a tensor on " + str(device))
+def _device(device, default=None) -> Device:
+    """The device a creation function was asked for (checked; ``cuda`` becomes ``cuda:0``)."""
+    if device is None:
+        return default or CPU
+    from graphc import devices
+    return devices.require(device, f"create a tensor on {Device(device)}")
+
+
+def _leaf(array: np.ndarray, device: Device) -> Tensor:
+    """A leaf tensor holding a copy of `array` (cast to a graphc dtype) on `device`."""
+    result = Tensor._from_array(array)
+    if device.type == "cpu":
+        return result
+    from graphc import devices
+    values = result._storage.array.reshape(result._shape)
+    return Tensor._on_device(devices.from_host(values, device), device)
 
 
 def _finish(result: Tensor, requires_grad: bool) -> Tensor:
@@ -87,23 +99,25 @@ def _infer_dtype(data, array: np.ndarray):
 
 def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A new tensor holding a copy of `data` (nested lists, scalars, NumPy arrays, tensors)."""
-    _check_device(device)
     if isinstance(data, Tensor):
+        device = _device(device, data.device)
         array = np.array(data._value())
         inferred = data.dtype
     else:
+        device = _device(device)
         array = _nested_values(data)
         inferred = _infer_dtype(data, array)
     target = dtypes.as_dtype(dtype) if dtype is not None else inferred
-    return Tensor._from_array(np.array(array, dtype=target.numpy), requires_grad=requires_grad)
+    return _finish(_leaf(np.array(array, dtype=target.numpy), device), requires_grad)
 
 
 def as_tensor(data, dtype=None, device=None) -> Tensor:
     """Like `tensor`, but shares memory with a NumPy array (or returns a tensor) when it can."""
     target = dtypes.as_dtype(dtype) if dtype is not None else None
     if isinstance(data, Tensor):
-        return data if target is None or target is data.dtype else data.to(target)
-    if isinstance(data, np.ndarray) and (target is None or target.numpy == data.dtype):
+        return data.to(device=device, dtype=target)
+    if isinstance(data, np.ndarray) and (target is None or target.numpy == data.dtype) and (
+            device is None or Device(device).type == "cpu"):
         try:
             return from_numpy(data)
         except (TypeError, ValueError):
@@ -125,9 +139,9 @@ def from_numpy(array: np.ndarray) -> Tensor:
 
 
 def _filled(shape, value, dtype, requires_grad, device=None) -> Tensor:
-    _check_device(device)
+    device = _device(device)
     array = np.full(shape, value, dtype=dtype.numpy)
-    return _finish(Tensor._from_array(array), requires_grad)
+    return _finish(_leaf(array, device), requires_grad)
 
 
 def _default_for(value) -> dtypes.DType:
@@ -152,19 +166,22 @@ def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tens
 
 
 def zeros_like(input, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return zeros(input._shape, dtype=dtype or input.dtype, requires_grad=requires_grad)
+    return zeros(input._shape, dtype=dtype or input.dtype, device=device or input.device,
+                 requires_grad=requires_grad)
 
 
 def ones_like(input, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return ones(input._shape, dtype=dtype or input.dtype, requires_grad=requires_grad)
+    return ones(input._shape, dtype=dtype or input.dtype, device=device or input.device,
+                requires_grad=requires_grad)
 
 
 def empty_like(input, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return zeros_like(input, dtype=dtype, requires_grad=requires_grad)
+    return zeros_like(input, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 def full_like(input, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return full(input._shape, fill_value, dtype=dtype or input.dtype, requires_grad=requires_grad)
+    return full(input._shape, fill_value, dtype=dtype or input.dtype, device=device or input.device,
+                requires_grad=requires_grad)
 
 
 def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -179,17 +196,19 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
     start, end, step = (float(v) if floating else int(v) for v in values)
     count = max(math.ceil((end - start) / step), 0)
     array = (start + np.arange(count, dtype=np.float64 if floating else np.int64) * step)
-    return _finish(Tensor._from_array(array.astype(target.numpy)), requires_grad)
+    return _finish(_leaf(array.astype(target.numpy), _device(device)), requires_grad)
 
 
 def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     target = dtypes.as_dtype(dtype) if dtype is not None else dtypes.get_default_dtype()
-    return _finish(Tensor._from_array(np.linspace(start, end, int(steps)).astype(target.numpy)), requires_grad)
+    return _finish(_leaf(np.linspace(start, end, int(steps)).astype(target.numpy), _device(device)),
+                   requires_grad)
 
 
 def eye(n, m=None, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     target = dtypes.as_dtype(dtype) if dtype is not None else dtypes.get_default_dtype()
-    return _finish(Tensor._from_array(np.eye(n, m if m is not None else n, dtype=target.numpy)), requires_grad)
+    return _finish(_leaf(np.eye(n, m if m is not None else n, dtype=target.numpy), _device(device)),
+                   requires_grad)
 
 
 # ---- random numbers: counter-based, computed inside the graph ----------------------------------
@@ -207,8 +226,9 @@ class Generator:
     def initial_seed(self) -> int:
         return self.seed
 
-    def next_key(self, count: int) -> Tensor:
-        key = Tensor._from_array(np.array([self.seed, self.offset], dtype=np.int64))
+    def next_key(self, count: int, device: Device = CPU) -> Tensor:
+        """[seed, offset] for a random op of `count` elements, on the device its kernel runs on."""
+        key = _leaf(np.array([self.seed, self.offset], dtype=np.int64), device)
         self.offset += max(count, 1)
         return key
 
@@ -238,12 +258,15 @@ def initial_seed() -> int:
     return default_generator.initial_seed()
 
 
-def _uniform_nodes(shape, lanes, generator, where):
+def _uniform_nodes(shape, lanes, generator, where, device: Device = CPU):
+    """Philox uniforms computed where the tensor lives: the key's device is the node's, so the
+    same seed gives the same bits on every device."""
     from graphc.compile import tracer
     context = tracer.active()
     generator = generator or default_generator
     count = math.prod(shape)
-    key = context.random_key(generator, count) if context is not None else generator.next_key(count)
+    key = (context.random_key(generator, count, device) if context is not None
+           else generator.next_key(count, device))
     return [make_node("rand", [key._node], where, False, shape=shape, lane=lane) for lane in lanes]
 
 
@@ -261,22 +284,22 @@ def _random_tensor(value: LazyNode, dtype, requires_grad) -> Tensor:
 
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Uniform on [0, 1)."""
-    _check_device(device)
+    device = _device(device)
     where = user_location()
-    [value] = _uniform_nodes(_shape(size), (0,), generator, where)
+    [value] = _uniform_nodes(_shape(size), (0,), generator, where, device)
     return _random_tensor(value, dtype or dtypes.get_default_dtype(), requires_grad)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Standard normal, by Box-Muller over two Philox lanes of the same counters."""
-    _check_device(device)
+    device = _device(device)
     where = user_location()
     shape = _shape(size)
     # in float64, then rounded: float32 log/cos differ by an ulp between libms (NumPy and the
     # generated C), float64 ones round to the same float32, so a seed gives the same values on
     # every backend (and float64 randn keeps more of the uniforms' bits)
     first, second = (make_node("cast", [u], where, False, dtype="float64")
-                     for u in _uniform_nodes(shape, (0, 1), generator, where))
+                     for u in _uniform_nodes(shape, (0, 1), generator, where, device))
 
     def constant(value):
         from graphc.tensor_ops import full
@@ -301,24 +324,27 @@ def randint(low, high=None, size=None, *, generator=None, dtype=None, device=Non
         raise TypeError("randint() missing required argument 'size'")
     if high <= low:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
-    uniform = rand(*_shape((size,)), generator=generator, dtype=dtypes.float64)
+    uniform = rand(*_shape((size,)), generator=generator, dtype=dtypes.float64, device=device)
     values = (uniform * (high - low)).floor() + low
     return values.to(dtypes.as_dtype(dtype) if dtype is not None else dtypes.int64)
 
 
 def rand_like(input, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return rand(input._shape, dtype=dtype or input.dtype, requires_grad=requires_grad)
+    return rand(input._shape, dtype=dtype or input.dtype, device=device or input.device,
+                requires_grad=requires_grad)
 
 
 def randn_like(input, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return randn(input._shape, dtype=dtype or input.dtype, requires_grad=requires_grad)
+    return randn(input._shape, dtype=dtype or input.dtype, device=device or input.device,
+                 requires_grad=requires_grad)
 
 
 def randint_like(input, low, high=None, dtype=None, device=None) -> Tensor:
-    return randint(low, high, input._shape, dtype=dtype or input.dtype)
+    return randint(low, high, input._shape, dtype=dtype or input.dtype, device=device or input.device)
 
 
 def randperm(n, *, generator=None, dtype=None, device=None) -> Tensor:
-    keys = rand(n, generator=generator, dtype=dtypes.float64)
+    device = _device(device)
+    keys = rand(n, generator=generator, dtype=dtypes.float64, device=device)
     order = np.argsort(np.asarray(keys._value()), kind="stable")
-    return Tensor._from_array(order.astype((dtypes.as_dtype(dtype) if dtype else dtypes.int64).numpy))
+    return _leaf(order.astype((dtypes.as_dtype(dtype) if dtype else dtypes.int64).numpy), device)

@@ -121,7 +121,8 @@ def getitem(tensor: Tensor, index):
 
 def _gather(source: Tensor, advanced, where):
     dims = [d for d, _ in advanced]
-    indices = [i for _, i in advanced]
+    # index tensors made on the CPU (from lists, masks) index a GPU tensor, as in PyTorch
+    indices = [i if i.device == source.device else i.to(source.device) for _, i in advanced]
     for index in indices:
         if index.dtype.category != dtypes.INTEGER:
             raise op_error("index", f"tensors used as indices must be long, int or bool tensors, got "
@@ -198,13 +199,18 @@ def setitem(tensor: Tensor, index, value):
     target, advanced = _basic(tensor, items, where)
     check_overlap(target, where, "index_put_")
     source = value._node if isinstance(value, Tensor) else None
-    results = realize_pending([source] if source is not None else [])
+    device = target._storage.device
+    results = realize_pending([source] if source is not None else [], device)
     numpy_index = [slice(None)] * target.ndim
     for dim, index in advanced:
         if index.dtype.category != dtypes.INTEGER:
             raise op_error("index_put_", f"tensors used as indices must be long, int or bool "
                                          f"tensors, got {index.dtype}", where, kind=IndexError)
         numpy_index[dim] = np.asarray(index._value())
+    if device.type != "cpu":
+        from graphc import devices
+        numpy_index = [devices.from_host(i, device) if isinstance(i, np.ndarray) else i
+                       for i in numpy_index]
     numpy_index = tuple(numpy_index)
     array = strided_view(target._storage, target._shape, target._strides, target._offset)
     try:

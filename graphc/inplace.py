@@ -76,9 +76,15 @@ def write(target: Tensor, value, where: str, op: str, result_of_op: bool = False
     context = tracer.active()
     if context is not None:
         return context.write(target, node, op, where)
-    [result] = realize_pending([node])
+    device = target._storage.device
+    [result] = realize_pending([node], device)
     view = strided_view(target._storage, target._shape, target._strides, target._offset)
-    np.copyto(view, np.asarray(result, dtype=target.dtype.numpy))
+    if device.type == "cpu":
+        np.copyto(view, np.asarray(result, dtype=target.dtype.numpy))
+    else:
+        from graphc import devices
+        xp = devices.arrays_for(device).xp
+        xp.copyto(view, xp.asarray(result, dtype=target.dtype.numpy))
     target._storage.version += 1
     return target
 

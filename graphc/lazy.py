@@ -4,9 +4,14 @@ Every tensor op makes a `LazyNode` (op, input nodes, shape, dtype, attrs, the us
 runs until a value is needed; then `realize` gathers the pending nodes into one `Graph`, runs it
 on the backend and stores the results in the tensors' `Storage`s.
 
-A realized storage is a flat NumPy array. Tensors viewing it read it through an `input` node that
+A realized storage is a flat array on its device (NumPy on the CPU, CuPy on a GPU). Tensors viewing it read it through an `input` node that
 records the storage's version; in-place writes bump the version, so a graph built before a write
 can tell that a value it needs has changed (PyTorch's "modified by an inplace operation").
+
+Every node knows its device (`LazyNode.device`), derived from its inputs when it is made, so an
+op mixing devices fails at the user's line. A node's device is None when it may join values on
+any device: constants, and 0-dim CPU tensors (PyTorch lets those mix with GPU tensors as scalars).
+Realizing runs one graph per device (`graphc.devices` routes non-CPU graphs to their backend).
 """
 from __future__ import annotations
 
@@ -21,15 +26,18 @@ from graphc.dtypes import DType
 from graphc.errors import GraphcError, ShapeError, op_error
 from graphc.ir.graph import Graph
 from graphc.ops import table
+from graphc.size import CPU
 
 
 class Storage:
     """The memory behind one or more tensors: a flat array, or the lazy node that will fill it."""
 
-    __slots__ = ("array", "lazy_node", "version", "dtype", "size", "serial", "__weakref__")
+    __slots__ = ("array", "lazy_node", "version", "dtype", "size", "serial", "device", "__weakref__")
 
-    def __init__(self, dtype: DType, size: int, array: np.ndarray | None = None, lazy_node=None):
+    def __init__(self, dtype: DType, size: int, array: np.ndarray | None = None, lazy_node=None,
+                 device=CPU):
         self.serial = next(_serials)  # creation order: realizing in this order keeps graphs stable
+        self.device = device
         self.dtype = dtype
         self.size = size
         self.array = array
@@ -43,10 +51,16 @@ class Storage:
         return self.array is not None
 
     def store(self, value: np.ndarray) -> None:
-        """Adopt a computed value as this storage's contents."""
-        owned = value.base is None and value.flags.c_contiguous and value.flags.writeable
-        # adopt arrays nobody else holds; copy views so no two storages alias each other's memory
-        self.array = value.reshape(-1) if owned else np.array(value, order="C").reshape(-1)
+        """Adopt a computed value (an array on this storage's device) as this storage's contents."""
+        if self.device.type == "cpu":
+            owned = value.base is None and value.flags.c_contiguous and value.flags.writeable
+            # adopt arrays nobody else holds; copy views so no two storages alias each other's memory
+            self.array = value.reshape(-1) if owned else np.array(value, order="C").reshape(-1)
+        else:
+            from graphc import devices
+            owned = value.base is None and value.flags.c_contiguous
+            xp = devices.arrays_for(self.device).xp
+            self.array = value.reshape(-1) if owned else xp.array(value, order="C").reshape(-1)
         node = self.lazy_node
         node.realized = (self, self.version)
         self.lazy_node = None
@@ -61,7 +75,7 @@ class LazyNode:
     """One value in the front end's graph."""
 
     __slots__ = ("op", "inputs", "shape", "dtype", "attrs", "where", "requires_grad", "buffer",
-                 "leaf", "realized", "grad_name", "grad_inputs", "__weakref__")
+                 "leaf", "realized", "grad_name", "grad_inputs", "device", "__weakref__")
 
     def __init__(self, op, inputs, shape, dtype, attrs, where, requires_grad=False):
         self.op = op
@@ -76,9 +90,28 @@ class LazyNode:
         self.realized = None    # (storage, version) once computed
         self.grad_name = None   # grad_fn name for the public op that made this node
         self.grad_inputs = None  # that public op's inputs, for grad_fn.next_functions
+        self.device = result_device(op, inputs, where)  # None: a constant or CPU scalar
 
     def __repr__(self):
         return f"<LazyNode {self.op} {self.dtype.name}{list(self.shape)} at {self.where}>"
+
+
+def result_device(op: str, inputs, where: str):
+    """The device an op's result lives on: its inputs' one device (None-device inputs join any).
+    Two different devices are the user's mistake, reported as PyTorch words it, at their line."""
+    found = None
+    for value in inputs:
+        device = value.device
+        if device is None or device is found or device == found:
+            continue
+        if found is None:
+            found = device
+            continue
+        raise op_error(op, f"Expected all tensors to be on the same device, but found at least two "
+                           f"devices, {found} and {device}!", where,
+                       hint="move one of them with .to(device) (e.g. x.to('cuda'), y.cpu()); Python "
+                            "numbers and 0-dim CPU tensors mix with tensors on any device")
+    return found
 
 
 def make_node(op: str, inputs, where: str, requires_grad: bool = False, **attrs) -> LazyNode:
@@ -96,12 +129,19 @@ def make_node(op: str, inputs, where: str, requires_grad: bool = False, **attrs)
 def buffer_node(storage: Storage, shape, strides, offset, where="") -> LazyNode:
     node = LazyNode("input", (), tuple(shape), storage.dtype, {}, where)
     node.buffer = (storage, tuple(shape), tuple(strides), offset, storage.version)
+    node.device = storage.device if storage.device.type != "cpu" or len(shape) else None
     return node
 
 
 def strided_view(storage: Storage, shape, strides, offset) -> np.ndarray:
-    """The NumPy view of a realized storage that a tensor's (shape, strides, offset) describes."""
+    """The view (NumPy, or the device's array module) of a realized storage that a tensor's
+    (shape, strides, offset) describes."""
     itemsize = storage.dtype.itemsize
+    if storage.device.type != "cpu":
+        from graphc import devices
+        xp = devices.arrays_for(storage.device).xp
+        return xp.lib.stride_tricks.as_strided(storage.array[offset:], shape=tuple(shape),
+                                               strides=tuple(s * itemsize for s in strides))
     return np.lib.stride_tricks.as_strided(storage.array[offset:], shape=shape,
                                            strides=[s * itemsize for s in strides])
 
@@ -116,10 +156,12 @@ class GraphBuild:
         self.node_of: dict[int, LazyNode] = {}   # graph id -> lazy node it came from
         self.id_of: dict[int, int] = {}          # id(lazy node) -> graph id
         self.key_parts: list = []                # structure, for caching compiled programs
+        self.host_bound: list[str] = []          # placeholders bound to CPU memory
         self._dedupe: dict = {}
         self._placeholders = 0
 
-    def placeholder(self, lazy: LazyNode, array: np.ndarray | None, dedupe_key=None) -> int:
+    def placeholder(self, lazy: LazyNode, array: np.ndarray | None, dedupe_key=None,
+                    on_host: bool = True) -> int:
         """A placeholder for `lazy`, bound to `array` (None: bound later, e.g. by autodiff)."""
         if dedupe_key is not None and dedupe_key in self._dedupe:
             node_id = self._dedupe[dedupe_key]
@@ -129,6 +171,8 @@ class GraphBuild:
             node_id = self.graph.placeholder(name, lazy.shape, lazy.dtype, lazy.where)
             if array is not None:
                 self.bindings[name] = array
+                if on_host:
+                    self.host_bound.append(name)
             if dedupe_key is not None:
                 self._dedupe[dedupe_key] = node_id
             self.node_of[node_id] = lazy
@@ -142,15 +186,16 @@ class GraphBuild:
 
 
 def _leaf_value(lazy: LazyNode):
-    """The array a leaf or already-computed node stands for, or None if it must be computed."""
+    """(array, dedupe key, storage) a leaf or already-computed node stands for, or None if it
+    must be computed."""
     if lazy.buffer is not None:
         storage, shape, strides, offset, version = lazy.buffer
         _check_version(lazy, storage, version)
-        return strided_view(storage, shape, strides, offset), (id(storage), shape, strides, offset)
+        return strided_view(storage, shape, strides, offset), (id(storage), shape, strides, offset), storage
     if lazy.realized is not None:
         storage, version = lazy.realized
         _check_version(lazy, storage, version)
-        return storage.array.reshape(lazy.shape), ("realized", id(lazy))
+        return storage.array.reshape(lazy.shape), ("realized", id(lazy)), storage
     return None
 
 
@@ -189,7 +234,7 @@ def build_graph(outputs, opaque=None) -> GraphBuild:
                 continue
             leaf = _leaf_value(lazy) if opaque is None else None
             if leaf is not None:
-                build.placeholder(lazy, leaf[0], leaf[1])
+                build.placeholder(lazy, leaf[0], leaf[1], leaf[2].device.type == "cpu")
                 continue
             if lazy.op == "input":
                 if opaque is None:
@@ -230,34 +275,52 @@ def realize_storages(storages) -> None:
     if not storages:
         return
     _refuse_inside_trace("computing a value")
-    from graphc import backend
-    build = build_graph([s.lazy_node for s in storages])
-    _adopt(storages, backend.run(build))
+    _adopt(storages, run_by_device([(s.lazy_node, s.device) for s in storages]))
 
 
 def _adopt(storages, results) -> None:
     """Store results; an array returned for two outputs (simplify may merge them) is copied."""
     taken = set()
     for storage, value in zip(storages, results):
-        value = np.asarray(value)
+        if storage.device.type == "cpu":
+            value = np.asarray(value)
         if id(value) in taken:
             value = value.copy()
         taken.add(id(value))
         storage.store(value)
 
 
-def realize_all_pending(extra=()) -> list[np.ndarray]:
-    """Compute every pending storage (before an in-place write) together with `extra` nodes."""
+def realize_all_pending(extra=(), device=None) -> list[np.ndarray]:
+    """Compute every pending storage (before an in-place write) together with `extra` nodes,
+    whose results are wanted on `device` (default: where the nodes live)."""
     storages = sorted((s for s in list(_pending) if s.array is None), key=lambda s: s.serial)
     extra = list(extra)
     if not storages and not extra:
         return []
     _refuse_inside_trace("computing a value")
-    from graphc import backend
-    build = build_graph([s.lazy_node for s in storages] + extra)
-    results = backend.run(build)
+    results = run_by_device([(s.lazy_node, s.device) for s in storages] +
+                            [(node, device or node.device or CPU) for node in extra])
     _adopt(storages, results)
     return results[len(storages):]
+
+
+def run_by_device(targets) -> list:
+    """Compute (node, device) pairs: one graph per device, each on that device's backend."""
+    groups: dict = {}
+    for position, (_, device) in enumerate(targets):
+        groups.setdefault(device, []).append(position)
+    results = [None] * len(targets)
+    for device, positions in groups.items():
+        build = build_graph([targets[p][0] for p in positions])
+        if device.type == "cpu":
+            from graphc import backend
+            outputs = backend.run(build)
+        else:
+            from graphc import devices
+            outputs = devices.run_graph(build, device)
+        for position, output in zip(positions, outputs):
+            results[position] = output
+    return results
 
 
 def _refuse_inside_trace(what: str) -> None:

@@ -24,19 +24,32 @@ class Size(tuple):
 
 
 class device:
-    """Where a tensor lives: ``graphc.device('cpu')``."""
+    """Where a tensor lives: ``graphc.device('cpu')``, ``device('cuda:0')``, ``device('cuda', 1)``,
+    ``device(type='cuda', index=0)``; a bare int means that CUDA device, as in PyTorch."""
 
-    def __init__(self, spec="cpu", index=None):
+    def __init__(self, type="cpu", index=None):
+        spec = type
         if isinstance(spec, device):
-            spec, index = spec.type, spec.index
+            spec, index = spec.type, spec.index if index is None else index
+        elif isinstance(spec, int) and not isinstance(spec, bool):
+            spec, index = "cuda", spec
         spec = str(spec)
         if ":" in spec:
             spec, number = spec.split(":", 1)
-            index = int(number)
+            if index is not None:
+                raise RuntimeError(f"device(): type (string) must not include an index because index "
+                                   f"was passed explicitly: {type}")
+            try:
+                index = int(number)
+            except ValueError:
+                raise RuntimeError(f"Invalid device string: '{type}'") from None
         if spec not in ("cpu", "cuda"):
             raise RuntimeError(f"Expected one of cpu, cuda device type at start of device string: {spec}")
+        if index is not None and (int(index) < 0 or (spec == "cpu" and int(index) != 0)):
+            raise RuntimeError(f"Device index must be {'0' if spec == 'cpu' else 'non-negative'}, "
+                               f"got {index}")
         self.type = spec
-        self.index = index
+        self.index = None if index is None else int(index)
 
     def __repr__(self) -> str:
         extra = f", index={self.index}" if self.index is not None else ""
@@ -47,7 +60,10 @@ class device:
 
     def __eq__(self, other) -> bool:
         if isinstance(other, str):
-            other = device(other)
+            try:
+                other = device(other)
+            except RuntimeError:
+                return False
         return isinstance(other, device) and (self.type, self.index or 0) == (other.type, other.index or 0)
 
     def __hash__(self) -> int:

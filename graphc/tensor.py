@@ -38,10 +38,10 @@ def _expose(storage: Storage) -> None:
     _exposed.add(storage)
 
 
-def realize_pending(extra=()) -> list:
+def realize_pending(extra=(), device=None) -> list:
     """`realize_all_pending` (before an in-place write): afterwards nothing pending reads exposed
-    memory, so the next op need not be computed at once."""
-    results = realize_all_pending(extra)
+    memory, so the next op need not be computed at once. `extra` nodes are computed on `device`."""
+    results = realize_all_pending(extra, device)
     _exposed_read[0] = False
     return results
 
@@ -70,10 +70,14 @@ class Tensor:
         raise TypeError("create tensors with graphc.tensor(...), graphc.zeros(...) and friends")
 
     @classmethod
-    def _from_node(cls, node: LazyNode) -> "Tensor":
-        """A new tensor owning a fresh (pending) storage filled by `node`."""
+    def _from_node(cls, node: LazyNode, device=None) -> "Tensor":
+        """A new tensor owning a fresh (pending) storage filled by `node`, on the node's device;
+        `device` pins a node that may live anywhere (made of constants only) to one."""
         self = object.__new__(cls)
-        self._storage = Storage(node.dtype, math.prod(node.shape), lazy_node=node)
+        if node.device is None and device is not None and device.type != "cpu":
+            node.device = device
+        self._storage = Storage(node.dtype, math.prod(node.shape), lazy_node=node,
+                                device=node.device or CPU)
         if _exposed_read[0]:
             _exposed_read[0] = False
             if not _tracer._active:
@@ -129,6 +133,23 @@ class Tensor:
         self = object.__new__(cls)
         self._storage = Storage(dtypes.from_numpy(array.dtype), array.size, array=array.reshape(-1))
         self._shape = array.shape
+        self._strides = contiguous_strides(array.shape)
+        self._offset = 0
+        self._lazy = None
+        self._ref = None
+        self._requires_grad = False
+        self._is_leaf = True
+        self.grad = None
+        self._retains_grad = False
+        return self
+
+    @classmethod
+    def _on_device(cls, array, device: device) -> "Tensor":
+        """A leaf tensor owning `array`, a C-contiguous array on `device` that nobody else holds."""
+        self = object.__new__(cls)
+        self._storage = Storage(dtypes.from_numpy(array.dtype), array.size, array=array.reshape(-1),
+                                device=device)
+        self._shape = tuple(array.shape)
         self._strides = contiguous_strides(array.shape)
         self._offset = 0
         self._lazy = None
@@ -196,11 +217,19 @@ class Tensor:
 
     @property
     def device(self) -> device:
-        return CPU
+        return self._storage.device
 
     @property
     def is_cuda(self) -> bool:
-        return False
+        return self._storage.device.type == "cuda"
+
+    @property
+    def is_cpu(self) -> bool:
+        return self._storage.device.type == "cpu"
+
+    def get_device(self) -> int:
+        """The CUDA device index, -1 on the CPU (PyTorch's convention)."""
+        return -1 if self._storage.device.type == "cpu" else self._storage.device.index
 
     @property
     def ndim(self) -> int:
@@ -276,6 +305,9 @@ class Tensor:
 
     def numpy(self, *, force: bool = False) -> np.ndarray:
         """A NumPy array sharing this tensor's memory (computing it first if pending)."""
+        if self._storage.device.type != "cpu":
+            raise TypeError(f"can't convert {self._storage.device} device type tensor to numpy. Use "
+                            f"Tensor.cpu() to copy the tensor to host memory first.")
         if self.requires_grad and not force:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
                                "Use tensor.detach().numpy() instead.")
@@ -284,8 +316,13 @@ class Tensor:
         return strided_view(self._storage, self._shape, self._strides, self._offset)
 
     def _value(self) -> np.ndarray:
+        """The values as a NumPy array: a view of CPU memory, a host copy of a GPU tensor's."""
         self._realize()
-        return strided_view(self._storage, self._shape, self._strides, self._offset)
+        view = strided_view(self._storage, self._shape, self._strides, self._offset)
+        if self._storage.device.type == "cpu":
+            return view
+        from graphc import devices
+        return devices.to_host(view, self._storage.device)
 
     def item(self):
         if self.numel() != 1:
@@ -312,13 +349,15 @@ class Tensor:
         return bool(self.item())
 
     def __array__(self, dtype=None, copy=None):
+        if self._storage.device.type != "cpu":
+            self.numpy()  # raises PyTorch's "can't convert cuda:0 device type tensor to numpy"
         array = self._value()
         _expose(self._storage)
         return array.astype(dtype) if dtype is not None else array
 
     def __repr__(self) -> str:
         from graphc.formatting import format_tensor
-        suffixes = []
+        suffixes = [] if self._storage.device.type == "cpu" else [f"device='{self._storage.device}'"]
         if self.grad_fn is not None:
             suffixes.append(f"grad_fn=<{self.grad_fn.name()}>")
         elif self.requires_grad:

@@ -93,27 +93,40 @@ def _set_data(self, other: Tensor) -> None:
 
 
 # ---- conversion ------------------------------------------------------------------------------
+def _is_device(value) -> bool:
+    return (isinstance(value, Device) or (isinstance(value, int) and not isinstance(value, bool))
+            or (isinstance(value, str) and value.split(":")[0] in ("cpu", "cuda")))
+
+
 def to(self, *args, **kwargs):
-    """``to(dtype)``, ``to(device)``, ``to(other)``; returns self when nothing changes."""
-    dtype = kwargs.get("dtype")
+    """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``, ``copy=True``;
+    returns self when nothing changes. A move to another device copies (see graphc.transfer)."""
+    dtype = kwargs.pop("dtype", None)
+    device = kwargs.pop("device", None)
+    copy = kwargs.pop("copy", False)
+    kwargs.pop("non_blocking", None)
+    kwargs.pop("memory_format", None)
+    if kwargs:
+        raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
     for arg in args:
         if isinstance(arg, Tensor):
-            dtype = arg.dtype
-        elif isinstance(arg, (dtypes.DType, type)) or (isinstance(arg, str) and arg.startswith(("float", "int", "bool", "graphc."))):
+            dtype, device = arg.dtype, arg.device
+        elif _is_device(arg):
+            device = arg
+        elif arg is not None and not isinstance(arg, bool):  # (non_blocking, copy) passed by position
             dtype = dtypes.as_dtype(arg)
-        elif isinstance(arg, (str, Device)):
-            if Device(arg).type != "cpu":
-                from graphc import cuda
-                cuda.require(f"move a tensor to {arg}")
-    device = kwargs.get("device")
-    if device is not None and Device(device).type != "cpu":
-        from graphc import cuda
-        cuda.require(f"move a tensor to {device}")
-    if dtype is None or dtypes.as_dtype(dtype) is self.dtype:
-        return self.clone() if kwargs.get("copy") else self
-    where = user_location()
-    return ops.wrap(ops.node("cast", [self._node], where, dtype=dtypes.as_dtype(dtype).name),
-                    "ToCopyBackward0", [self])
+    result = self
+    if device is not None:
+        from graphc import devices
+        target = devices.require(device, f"move a tensor to {Device(device)}")
+        if target != self.device:
+            from graphc.transfer import to_device
+            result = to_device(self, target, user_location())
+    if dtype is not None and dtypes.as_dtype(dtype) is not result.dtype:
+        where = user_location()
+        return ops.wrap(ops.node("cast", [result._node], where, dtype=dtypes.as_dtype(dtype).name),
+                        "ToCopyBackward0", [result])
+    return self.clone() if copy and result is self else result
 
 
 def _caster(dtype):
@@ -140,13 +153,12 @@ def contiguous(self, memory_format=None) -> Tensor:
     return self if self.is_contiguous() else clone(self)
 
 
-def cpu(self):
-    return self
+def cpu(self, memory_format=None):
+    return to(self, "cpu")
 
 
-def cuda(self, device=None):
-    from graphc import cuda as cuda_module
-    cuda_module.require("move a tensor to cuda")
+def cuda(self, device=None, non_blocking=False, memory_format=None):
+    return to(self, "cuda" if device is None else device)
 
 
 def nonzero(self, as_tuple=False):

@@ -128,7 +128,8 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     for target, grad in zip(targets, grads):
         if target is None or grad is None:
             continue
-        _accumulate(target, Tensor._from_node(grad), create_graph)
+        # a gradient made of constants only (d sum(x)/dx) belongs on its tensor's device too
+        _accumulate(target, Tensor._from_node(grad, target.device), create_graph)
 
 
 def _accumulate(target, grad, create_graph):
@@ -167,5 +168,5 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                                    "desired behavior.")
             results.append(None)
             continue
-        results.append(Tensor._from_node(value))
+        results.append(Tensor._from_node(value, tensor.device))
     return tuple(results)

@@ -86,10 +86,12 @@ class TraceContext:
             return leaf
         return node
 
-    def random_key(self, generator, count: int):
-        """A key input for a random op: [seed, offset] bound fresh at every run of the graph."""
-        from graphc.tensor import Tensor
-        key = Tensor._from_array(np.array([generator.seed, generator.offset], dtype=np.int64))
+    def random_key(self, generator, count: int, device=None):
+        """A key input for a random op: [seed, offset] bound fresh at every run of the graph,
+        living on the random op's device (a GPU graph's key is copied there at each run)."""
+        from graphc.creation import _leaf
+        from graphc.size import CPU
+        key = _leaf(np.array([generator.seed, generator.offset], dtype=np.int64), device or CPU)
         self.random_keys.append((key._storage, self.random_count, generator))
         self.random_count += max(count, 1)
         generator.offset += max(count, 1)

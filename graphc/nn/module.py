@@ -45,10 +45,11 @@ def _typename(value) -> str:
 
 
 def _check_device(device) -> None:
-    """Layers take PyTorch's device= argument; graphc's tensors live on the CPU for now."""
+    """Layers take PyTorch's device= argument: refuse a device this machine cannot use before
+    any parameter is made (the layer is built on the CPU, then moved with `Module.to`)."""
     if device is not None and Device(device).type != "cpu":
-        from graphc import cuda
-        cuda.require(f"create a module on {device}")
+        from graphc import devices
+        devices.require(device, f"create a module on {Device(device)}")
 
 
 def _detached_alias(tensor: Tensor) -> Tensor:
@@ -414,15 +415,21 @@ class Module:
                 device = arg
             elif arg is not None:
                 dtype = dtypes.as_dtype(arg)
-        if device is not None and Device(device).type != "cpu":
-            from graphc import cuda
-            cuda.require(f"move a module to {device}")
-        if dtype is None:
+        if device is not None:
+            from graphc import devices
+            device = devices.require(device, f"move a module to {Device(device)}")
+        if dtype is not None:
+            dtype = dtypes.as_dtype(dtype)
+            if not dtype.is_floating_point:
+                raise TypeError(f"nn.Module.to only accepts floating point dtypes, but got desired dtype={dtype}")
+        if dtype is None and device is None:
             return self
-        dtype = dtypes.as_dtype(dtype)
-        if not dtype.is_floating_point:
-            raise TypeError(f"nn.Module.to only accepts floating point dtypes, but got desired dtype={dtype}")
-        return self._apply(lambda t: t.to(dtype), floating_only=True)
+
+        def convert(tensor):
+            # parameters and buffers move in place (same objects); only floating ones change dtype
+            moved = tensor.to(device) if device is not None else tensor
+            return moved.to(dtype) if dtype is not None and tensor.dtype.is_floating_point else moved
+        return self._apply(convert)
 
     def float(self) -> "Module":
         return self.to(dtypes.float32)
@@ -437,11 +444,10 @@ class Module:
         return self._apply(lambda t: t.to(dtypes.as_dtype(dst_type)))
 
     def cpu(self) -> "Module":
-        return self
+        return self.to("cpu")
 
     def cuda(self, device=None) -> "Module":
-        from graphc import cuda
-        cuda.require("move a module to cuda")
+        return self.to("cuda" if device is None else device)
 
     def share_memory(self) -> "Module":
         return self
