@@ -8,8 +8,9 @@ decided here. Each kernel's top-level statements are split into launches, each a
 - a top-level loop nest without a reduction in it runs one thread per iteration: the perfect
   nest of static loops becomes one flat index (div/mod back to the loop variables) walked by a
   grid-stride loop, so any grid size is correct;
-- a loop nest whose body holds loops (a row reduction, softmax's normalize pass, im2col's
-  rows) runs one block per outer iteration: reduction loops are strided over the block's
+- a loop nest whose body holds a reduction loop (a row reduction, softmax), or other loops but
+  too few outer iterations to fill the GPU with threads (col2im per image), runs one block per
+  outer iteration: reduction loops are strided over the block's
   threads and combined with warp shuffles and shared memory, other loops are strided over the
   threads, straight-line work is computed by every thread (it is pure) and stored by thread 0;
 - statements at the top level that belong together (an accumulator, the reduction filling it
@@ -37,6 +38,9 @@ MAX_THREADS = 1024       # the most a block may have
 MAX_BLOCKS = 65535       # grids are grid-stride loops: more work than this reuses the blocks
 GEMM_TILE = 16           # the tiled matmul's tile edge (GEMM_TILE^2 threads per block)
 WARP = 32
+# a loop nest whose body has loops but no reduction runs one thread per outer iteration (its
+# inner loops serial in the thread) when it has at least this many iterations, else one block each
+THREAD_PER_ITERATION_MIN = 2048
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,10 @@ def _has_loop(statements) -> bool:
     return any(isinstance(s, Loop) for s in _walk(statements))
 
 
+def _has_reduction(statements) -> bool:
+    return any(isinstance(s, Loop) and _carried(s) for s in _walk(statements))
+
+
 def _carried(loop: Loop) -> dict:
     """Accumulators a loop adds into that were declared outside it: name -> combine.
 
@@ -298,7 +306,7 @@ class KernelSplitter:
         writer = BodyWriter(self.program)
         text = writer.statements(lets, 1)
         text += "\n" if text else ""
-        if _has_loop(body):
+        if _has_loop(body) and (_has_reduction(body) or total < THREAD_PER_ITERATION_MIN):
             threads = _block_threads(body)
             blocks = min(total, MAX_BLOCKS)
             text += writer.flat_loop(nest, "blockIdx.x", "gridDim.x", 1,
@@ -313,6 +321,8 @@ class KernelSplitter:
                                             "((int64_t)gridDim.x * blockDim.x)", 1,
                                             lambda depth: writer.thread(body, depth))
             mapping = f"one thread per iteration of {_nest_text(nest)} ({total} threads, grid-stride)"
+            if _has_loop(body):
+                mapping += "; the loops inside run in each thread"
             shared = 0
         return self._function(name, part + mapping, lets + [loop], text, threads), \
             Launch(name, self._params(lets + [loop]), (blocks, 1, 1), (threads, 1, 1), shared,
