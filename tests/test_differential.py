@@ -1,13 +1,17 @@
 """Differential test: random graphs compiled by the C backend against the reference interpreter.
 
-A hypothesis program draws a chain of ops (elementwise with broadcasting, views: permute, strided
-slices, expand, reshape; reductions over random axes with and without keepdim; matmul; where;
-casts), optionally differentiated, builds it with the Tensor API, and runs the gathered graph both
-ways. CI runs a bounded number of programs.
+A program (random_programs.py) is a chain of ops: elementwise with broadcasting, views (permute,
+strided slices with negative starts, expand of new and size-1 dimensions, reshape), reductions
+(sum/amax/amin/mean over one, several or all axes, with and without keepdim), matmul, softmax,
+comparisons feeding where, float and integer casts, optionally differentiated. It is built with
+the Tensor API and the gathered graph runs both ways. Hypothesis draws programs here; the seeded
+soak `python -m tests.fuzz` (fuzz.py) draws many more and minimizes what fails. CI runs a bounded
+number of both.
 """
 from __future__ import annotations
 
 import os
+import runpy
 
 import numpy as np
 import pytest
@@ -15,90 +19,106 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
-import graphc  # noqa: E402
-from graphc import interpreter  # noqa: E402
-from graphc.backends.c import CompiledGraph  # noqa: E402
-from graphc.lazy import build_graph  # noqa: E402
-
-UNARY = ["tanh", "exp_small", "neg", "abs", "sigmoid", "relu", "square", "sqrt_abs"]
-BINARY = ["add", "sub", "mul", "maximum", "div_safe"]
-
-
-def apply_unary(name, t):
-    return {"tanh": lambda: t.tanh(), "exp_small": lambda: (t * 0.25).exp(), "neg": lambda: -t,
-            "abs": lambda: t.abs(), "sigmoid": lambda: t.sigmoid(), "relu": lambda: t.relu(),
-            "square": lambda: t * t, "sqrt_abs": lambda: (t.abs() + 1).sqrt()}[name]()
-
-
-def apply_binary(name, a, b):
-    return {"add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b,
-            "maximum": lambda: graphc.maximum(a, b), "div_safe": lambda: a / (b * b + 1)}[name]()
+import fuzz  # noqa: E402
+import random_programs  # noqa: E402
+from conftest import SESSION_SEED  # noqa: E402
+from graphc.backends import c as c_backend  # noqa: E402
+from random_programs import Program  # noqa: E402
 
 
 @st.composite
 def programs(draw):
     rank = draw(st.integers(1, 3))
     shape = tuple(draw(st.lists(st.integers(1, 5), min_size=rank, max_size=rank)))
-    steps = draw(st.lists(st.tuples(
-        st.sampled_from(["unary", "binary", "permute", "slice", "reduce", "expand_add", "reshape",
-                         "matmul", "where", "cast"]),
-        st.integers(0, 1000), st.integers(0, 1000)), min_size=1, max_size=7))
-    differentiate = draw(st.booleans())
-    seed = draw(st.integers(0, 2 ** 31 - 1))
-    return shape, steps, differentiate, seed
+    steps = draw(st.lists(st.tuples(st.sampled_from(random_programs.KINDS), st.integers(0, 1000),
+                                    st.integers(0, 1000)), min_size=1, max_size=7))
+    return Program(shape, tuple(steps), draw(st.booleans()), draw(st.integers(0, 2 ** 31 - 1)))
 
 
-def build(shape, steps, seed):
-    rng = np.random.default_rng(seed)
-    x = graphc.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
-    t = x
-    for kind, a, b in steps:
-        if kind == "unary":
-            t = apply_unary(UNARY[a % len(UNARY)], t)
-        elif kind == "binary":
-            other = graphc.tensor(rng.standard_normal(t.shape[-1:] if t.ndim else ()).astype(np.float32))
-            t = apply_binary(BINARY[a % len(BINARY)], t, other)
-        elif kind == "permute" and t.ndim >= 2:
-            dims = list(np.random.default_rng(a).permutation(t.ndim))
-            t = t.permute(*dims)
-        elif kind == "slice" and t.ndim >= 1 and t.shape[0] > 1:
-            step = 1 + a % 2
-            t = t[a % t.shape[0]::step] if (a % t.shape[0]) < t.shape[0] else t
-        elif kind == "reduce" and t.ndim >= 1:
-            dim = a % t.ndim
-            keep = bool(b % 2)
-            t = [t.sum, t.amax, t.mean][b % 3](dim, keepdim=keep) if b % 3 != 1 else t.amax(dim, keepdim=keep)
-        elif kind == "expand_add" and t.ndim >= 1:
-            t = t.unsqueeze(0).expand(2, *t.shape) + 1.0
-        elif kind == "reshape" and t.numel() > 0:
-            t = t.reshape(-1)
-        elif kind == "matmul" and t.ndim >= 1:
-            w = graphc.tensor(rng.standard_normal((t.shape[-1], 1 + a % 4)).astype(np.float32))
-            t = t @ w
-        elif kind == "where" and t.ndim >= 0:
-            t = graphc.where(t > 0.1, t, t * 0.5)
-        elif kind == "cast":
-            t = t.double().float()
-        if t.numel() > 4096 or t.ndim > 4:
-            break
-    return x, t
-
-
-@settings(max_examples=int(os.environ.get("GRAPHC_FUZZ_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("GRAPHC_FUZZ_EXAMPLES", "40")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(programs())
 def test_compiled_graphs_match_the_interpreter(program):
-    shape, steps, differentiate, seed = program
-    x, out = build(shape, steps, seed)
-    outputs = [out._node]
-    if differentiate and out.requires_grad:
-        (grad,) = graphc.autograd.grad(out.sum(), x, allow_unused=True)
-        if grad is not None:
-            outputs.append(grad._node)
-    gathered = build_graph(outputs)
-    expected = interpreter.evaluate(gathered.graph, gathered.bindings)
-    compiled = CompiledGraph(gathered.graph)(gathered.bindings)
-    for got, want in zip(compiled, expected):
-        want = np.asarray(want, dtype=np.float64)
-        scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * scale,
-                                   err_msg=f"steps={steps} shape={shape}")
+    failure = fuzz.check([program])
+    assert failure is None, f"{program.describe()}\n{failure.message}"
+
+
+def test_a_bounded_soak_finds_no_mismatch():
+    """A slice of the soak CI can afford (programs batched into shared graphs, as the soak does);
+    the seed changes every session and is in the failure message, with the reproducers."""
+    summary = fuzz.soak(int(os.environ.get("GRAPHC_FUZZ_SOAK", "160")), SESSION_SEED, progress=False)
+    lines = []
+    fuzz.report(summary, out=lines.append)
+    assert not summary["findings"], "\n".join(lines)
+
+
+# ---- the minimizer and the reproducer, on a bug planted on purpose --------------------------------
+@pytest.fixture
+def sqrt_is_miscompiled(monkeypatch):
+    """A fake compiler bug: every compiled graph holding a sqrt returns its first output shifted."""
+    original = c_backend.CompiledGraph.__call__
+
+    def perturbed(self, bindings, out=None):
+        results = original(self, bindings, out)
+        if any(self.graph.node(i).op == "sqrt" for i in self.graph.topo_order()):
+            results[0] = np.asarray(results[0]) + 0.5
+        return results
+    monkeypatch.setattr(c_backend.CompiledGraph, "__call__", perturbed)
+
+
+def test_soak_finds_minimizes_and_reproduces_a_planted_bug(sqrt_is_miscompiled, capsys):
+    seed, count = 11, 48
+    summary = fuzz.soak(count, seed, progress=False)
+    with_sqrt = [k for k in range(count) if _computes_sqrt(seed, k)]
+    assert with_sqrt and summary["findings"]
+    for finding in summary["findings"]:
+        assert int(finding.origin.split("--only ")[1]) in with_sqrt
+        (program,) = finding.minimized
+        body = random_programs.build(program).lines[3:]   # after creating rng, x and t
+        # the buggy op and nothing else: one step, a single element, no gradient
+        assert body == ["t = (t.abs() + 1).sqrt()"], (finding.origin, body)
+        assert not program.differentiate and int(np.prod(program.shape)) == 1
+        # the reproducer is a script that runs on its own and shows the mismatch
+        with pytest.raises(SystemExit) as exit_status:
+            runpy.run_path(_write(finding.script), run_name="__main__")
+        assert exit_status.value.code == 1
+        assert "0.t: MISMATCH" in capsys.readouterr().out
+    # programs whose sqrt the simplifier removes (e.g. under a softmax over one element) pass
+    assert len(summary["findings"]) >= len(with_sqrt) // 2
+
+
+def test_soak_exit_status(sqrt_is_miscompiled, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
+    assert fuzz.main(["--graphs", "4", "--seed", "3"]) == 0
+    program = Program((2, 3), (("unary", list(random_programs.UNARY).index("sqrt_abs"), 0),), True, 5)
+    monkeypatch.setattr(fuzz, "program_at", lambda seed, index: program)
+    assert fuzz.main(["--graphs", "1", "--seed", "3", "--save", str(tmp_path)]) == 1
+    printed = capsys.readouterr().out
+    assert "--seed 3 --only 0" in printed and "0.t: MISMATCH" not in printed   # printed, not run
+    assert "t = (t.abs() + 1).sqrt()" in printed and "1 programs (seed 3)" in printed
+    assert list(tmp_path.glob("repro_seed3_1.py"))
+
+
+def _computes_sqrt(seed, index) -> bool:
+    """Whether program `index` of `seed` computes a sqrt (the generator may stop before it)."""
+    built = random_programs.build(fuzz.program_at(seed, index))
+    return any(".sqrt()" in line for line in built.lines)
+
+
+def _write(script: str) -> str:
+    import tempfile
+    handle = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
+    with handle:
+        handle.write(script)
+    return handle.name
+
+
+# ---- what the soak found -----------------------------------------------------------------------
+@pytest.mark.parametrize("steps", [(), (("reshape", 0, 0),), (("reshape", 0, 0), ("reduce", 0, 48))])
+def test_a_0d_input_returned_unchanged_keeps_its_shape(steps):
+    """Found by the soak: the compiled program handed a 0-d input back with shape (1,), since
+    np.ascontiguousarray promotes 0-d arrays to 1-d."""
+    program = Program((), steps, False, 7)
+    assert fuzz.check([program]) is None
+    built = random_programs.build(program)
+    assert built.outputs[0].shape == ()

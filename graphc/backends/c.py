@@ -183,7 +183,9 @@ class CompiledGraph:
     def __call__(self, bindings, out: dict | None = None) -> list:
         """Run with placeholders bound by name. `out` maps output positions (in the distinct
         outputs) to arrays to write into; aliased outputs write over their input's array."""
-        inputs = [np.ascontiguousarray(bindings[name]) for name in self.layout.input_names]
+        # np.require, not np.ascontiguousarray: that one turns a 0-d array into shape (1,), which a
+        # graph returning its 0-d input unchanged would hand back
+        inputs = [np.require(bindings[name], requirements="C") for name in self.layout.input_names]
         outputs = [self._output_array(k) for k in range(len(self.layout.outputs))]
         if self.layout.aliased:
             by_name = dict(zip(self.layout.input_names, inputs))

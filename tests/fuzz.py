@@ -1,0 +1,318 @@
+"""Differential fuzzing soak: random programs compiled by the C backend against the interpreter.
+
+    python -m tests.fuzz --graphs 10000 [--seed N] [--max-seconds S] [--jobs J] [--batch B]
+
+Program k of seed N is drawn from its own seeded generator, so `--seed N --only k` replays it.
+Several independent programs are gathered into one graph (`--batch`), since compiling dominates.
+On a mismatch or a crash the failing program is minimized (delta debugging: fewer steps, smaller
+shapes, simpler op variants, no differentiation, keeping each change that still fails the same way)
+and printed as a stand-alone graphc script. The exit status is 1 when anything failed.
+Compiled programs go to a temporary build cache unless `GRAPHC_CACHE_DIR` is set, so a soak does
+not fill the user's cache with thousands of one-off builds.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+if __package__:
+    from . import random_programs
+else:   # imported by pytest, with tests/ on sys.path
+    import random_programs
+
+RTOL = 1e-5
+ATOL = 1e-5
+MINIMIZE_ATTEMPTS = 400
+
+
+# ---- running one graph both ways ----------------------------------------------------------------
+def run_compiled(graph, bindings) -> list:
+    """The compiled C program's outputs (looked up at call time, so a test can wrap it)."""
+    from graphc.backends import c as c_backend
+    return c_backend.CompiledGraph(graph)(bindings)
+
+
+def difference(got, want) -> str | None:
+    """Why a compiled output disagrees with the interpreter's, or None when it agrees."""
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape:
+        return f"shape {list(got.shape)} != {list(want.shape)}"
+    if got.dtype != want.dtype:
+        return f"dtype {got.dtype} != {want.dtype}"
+    if want.size == 0:
+        return None
+    expected = want.astype(np.float64)
+    actual = got.astype(np.float64)
+    scale = max(1.0, float(np.nanmax(np.abs(expected)))) if np.isfinite(expected).any() else 1.0
+    close = np.isclose(actual, expected, rtol=RTOL, atol=ATOL * scale, equal_nan=True)
+    if close.all():
+        return None
+    worst = np.unravel_index(np.argmax(np.where(close, 0, np.abs(actual - expected) + 1)), want.shape)
+    return (f"{int((~close).sum())} of {want.size} elements differ; at {list(map(int, worst))}: "
+            f"compiled {actual[worst]!r}, interpreter {expected[worst]!r}")
+
+
+@dataclass
+class Failure:
+    """How a group of programs failed: `signature` compares failures while minimizing."""
+    signature: tuple          # ('mismatch',) or ('crash', stage, exception type)
+    message: str
+    culprits: list = field(default_factory=list)   # indices of the programs whose outputs differ
+
+
+def check(programs: list) -> Failure | None:
+    """Build `programs` into one graph, run it compiled and interpreted, compare every output."""
+    from graphc import interpreter
+    from graphc.lazy import build_graph
+    stage = "build"
+    try:
+        builds = [random_programs.build(p) for p in programs]
+        owners, nodes = [], []
+        for k, built in enumerate(builds):
+            for output in built.outputs:
+                owners.append(k)
+                nodes.append(output._node)
+        gathered = build_graph(nodes)
+        stage = "interpret"
+        with np.errstate(all="ignore"):
+            expected = interpreter.evaluate(gathered.graph, gathered.bindings)
+        stage = "compile and run"
+        compiled = run_compiled(gathered.graph, gathered.bindings)
+    except Exception as error:   # a crash anywhere is a finding too
+        return Failure(("crash", stage, type(error).__name__), f"{stage}: {type(error).__name__}: {error}")
+    if len(compiled) != len(expected):
+        return Failure(("crash", "compile and run", "OutputCount"),
+                       f"{len(compiled)} compiled outputs for {len(expected)} graph outputs")
+    culprits, messages = [], []
+    for position, (got, want) in enumerate(zip(compiled, expected)):
+        why = difference(got, want)
+        if why is not None:
+            k = owners[position]
+            culprits.append(k)
+            messages.append(f"program {k} output {builds[k].output_names[position - owners.index(k)]}: {why}")
+    if culprits:
+        return Failure(("mismatch",), "\n".join(messages), sorted(set(culprits)))
+    return None
+
+
+# ---- minimizing --------------------------------------------------------------------------------
+def minimize(program, failure: Failure, attempts: int = MINIMIZE_ATTEMPTS):
+    """The smallest program found that still fails like `failure` (greedy delta debugging: take
+    the first simplification that keeps the failure, start again from it, stop at a fixpoint)."""
+    tried = 0
+    improved = True
+    while improved and tried < attempts:
+        improved = False
+        for candidate in random_programs.simpler_variants(program):
+            tried += 1
+            found = check([candidate])
+            if found is not None and found.signature == failure.signature:
+                program, failure, improved = candidate, found, True
+                break
+            if tried >= attempts:
+                break
+    return program, failure
+
+
+# ---- reproducers -------------------------------------------------------------------------------
+def reproducer(programs: list, failure: Failure, origin: str) -> str:
+    """A stand-alone script that rebuilds `programs` and compares compiled and interpreted runs."""
+    lines = [f'"""graphc fuzz reproducer ({origin}): {failure.message.splitlines()[0]}', "",
+             "Run it: python THIS_FILE.py (exit status 1 while compiled and interpreted results differ).",
+             '"""', "import numpy as np", "", "import graphc", "from graphc import interpreter",
+             "from graphc.backends.c import CompiledGraph", "from graphc.lazy import build_graph", ""]
+    calls = []
+    for k, program in enumerate(programs):
+        built = random_programs.build(program)
+        lines.append(f"def program_{k}():")
+        lines.append(f"    # {program.describe()}")
+        for code in built.lines:
+            lines.extend("    " + line for line in code.splitlines())
+        lines.append(f"    return {{{', '.join(f'{n!r}: {n}' for n in built.output_names)}}}")
+        lines.append("")
+        calls.append(f"program_{k}()")
+    lines += [
+        "",
+        "outputs = {}",
+        *(f"outputs.update({{f'{k}.{{name}}': value for name, value in {call}.items()}})"
+          for k, call in enumerate(calls)),
+        "gathered = build_graph([tensor._node for tensor in outputs.values()])",
+        "expected = interpreter.evaluate(gathered.graph, gathered.bindings)",
+        "compiled = CompiledGraph(gathered.graph)(gathered.bindings)",
+        "failed = False",
+        "for name, got, want in zip(outputs, compiled, expected):",
+        "    try:",
+        "        scale = max(1.0, float(np.nanmax(np.abs(want)))) if np.size(want) else 1.0",
+        f"        np.testing.assert_allclose(np.asarray(got, np.float64), np.asarray(want, np.float64),",
+        f"                                   rtol={RTOL}, atol={ATOL} * scale)",
+        "        print(f'{name}: compiled and interpreted agree')",
+        "    except AssertionError as mismatch:",
+        "        failed = True",
+        "        print(f'{name}: MISMATCH{mismatch}')",
+        "raise SystemExit(1 if failed else 0)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# ---- the soak ----------------------------------------------------------------------------------
+def program_at(seed: int, index: int):
+    """Program `index` of the soak with `seed` (its own generator: replayable alone)."""
+    return random_programs.random_program(random.Random(f"graphc-fuzz:{seed}:{index}"))
+
+
+@dataclass
+class Finding:
+    origin: str
+    message: str
+    minimized: list
+    script: str
+
+
+def check_batch(seed: int, indices: list) -> list:
+    """Check programs `indices` of `seed` as one graph; minimize whatever fails. -> [Finding]"""
+    programs = [program_at(seed, k) for k in indices]
+    failure = check(programs)
+    if failure is None:
+        return []
+    findings = []
+    for k, program in zip(indices, programs):
+        alone = check([program])
+        if alone is None:
+            continue
+        small, small_failure = minimize(program, alone)
+        origin = f"--seed {seed} --only {k}"
+        findings.append(Finding(origin, alone.message, [small],
+                                reproducer([small], small_failure, origin)))
+    if not findings:   # only fails together: drop programs while it still fails
+        group = list(zip(indices, programs))
+        for item in list(group):
+            rest = [entry for entry in group if entry is not item]
+            found = check([p for _, p in rest]) if rest else None
+            if found is not None and found.signature == failure.signature:
+                group, failure = rest, found
+        origin = f"--seed {seed}, programs {[k for k, _ in group]} in one graph"
+        findings.append(Finding(origin, failure.message, [p for _, p in group],
+                                reproducer([p for _, p in group], failure, origin)))
+    return findings
+
+
+def _worker_setup():
+    os.environ.setdefault("GRAPHC_NUM_THREADS", "1")   # the soak's parallelism is its processes
+
+
+def _progress(total: int):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    if tqdm is not None and sys.stderr.isatty():
+        bar = tqdm(total=total, unit="graph", smoothing=0.05)
+        return bar.update, bar.close
+    state = {"done": 0, "shown": 0, "started": time.perf_counter()}
+
+    def update(count):
+        state["done"] += count
+        if state["done"] - state["shown"] >= 500 or state["done"] == total:
+            state["shown"] = state["done"]
+            print(f"  {state['done']}/{total} programs, {time.perf_counter() - state['started']:.0f} s",
+                  file=sys.stderr, flush=True)
+    return update, lambda: None
+
+
+def soak(graphs: int, seed: int, max_seconds: float | None = None, jobs: int = 1, batch: int = 8,
+         only: int | None = None, progress: bool = True) -> dict:
+    """Check `graphs` programs of `seed` (or just program `only`). -> summary with the findings."""
+    started = time.perf_counter()
+    indices = [only] if only is not None else list(range(graphs))
+    batches = [indices[i:i + batch] for i in range(0, len(indices), batch)]
+    update, close = _progress(len(indices)) if progress else (lambda n: None, lambda: None)
+    findings, done = [], 0
+    deadline = None if max_seconds is None else started + max_seconds
+    if jobs <= 1:
+        for group in batches:
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            findings.extend(check_batch(seed, group))
+            done += len(group)
+            update(len(group))
+    else:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_setup) as pool:
+            queue = list(batches)
+            running = {}
+            while queue or running:
+                while queue and len(running) < 2 * jobs and (deadline is None or time.perf_counter() < deadline):
+                    group = queue.pop(0)
+                    running[pool.submit(check_batch, seed, group)] = group
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    group = running.pop(future)
+                    try:
+                        findings.extend(future.result())
+                    except Exception as error:   # a worker died (e.g. a crash in native code)
+                        findings.append(Finding(f"--seed {seed}, programs {group}", f"worker died: {error!r}",
+                                                [], ""))
+                    done += len(group)
+                    update(len(group))
+    close()
+    return {"programs": done, "seconds": time.perf_counter() - started, "findings": findings,
+            "seed": seed}
+
+
+def report(summary: dict, out=print, save_dir: str | None = None) -> None:
+    findings = summary["findings"]
+    for number, finding in enumerate(findings):
+        out(f"\n=== finding {number + 1}: {finding.origin}\n{finding.message}")
+        if finding.minimized:
+            out(f"minimized: {finding.minimized[0].describe() if len(finding.minimized) == 1 else finding.minimized}")
+        if finding.script:
+            out("---- reproducer ----\n" + finding.script + "---- end ----")
+            if save_dir:
+                path = os.path.join(save_dir, f"repro_seed{summary['seed']}_{number + 1}.py")
+                with open(path, "w") as handle:
+                    handle.write(finding.script)
+                out(f"(saved as {path})")
+    out(f"{summary['programs']} programs (seed {summary['seed']}) in {summary['seconds']:.1f} s: "
+        f"{len(findings)} failing")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--graphs", type=int, default=1000, help="programs to check (default 1000)")
+    parser.add_argument("--seed", type=int, default=None, help="soak seed (default: random, printed)")
+    parser.add_argument("--max-seconds", type=float, default=None, help="stop starting new work after this")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--batch", type=int, default=8, help="independent programs per compiled graph")
+    parser.add_argument("--only", type=int, default=None, help="check program ONLY of the seed alone")
+    parser.add_argument("--save", default=None, help="directory to write reproducer scripts into")
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2 ** 31)
+    print(f"graphc fuzz: seed {seed}, {args.graphs if args.only is None else 1} programs, "
+          f"{args.jobs} job(s), batches of {args.batch}", flush=True)
+    temporary = None
+    if "GRAPHC_CACHE_DIR" not in os.environ:
+        temporary = tempfile.mkdtemp(prefix="graphc-fuzz-cache-")
+        os.environ["GRAPHC_CACHE_DIR"] = temporary
+    try:
+        summary = soak(args.graphs, seed, args.max_seconds, args.jobs, args.batch, args.only)
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+    report(summary, save_dir=args.save)
+    return 1 if summary["findings"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
