@@ -24,7 +24,8 @@ class FastReplay:
         self.program = variant.program
         self.grad_mode = is_grad_enabled()
         self.argument_count = (len(args), tuple(sorted(kwargs)))
-        self.argument_specs = [(a._shape, a._storage.dtype, a._strides, a._offset, a._requires_grad)
+        self.argument_specs = [(a._shape, a._storage.dtype, a._strides, a._offset, a._requires_grad,
+                                a._storage.device)
                                if isinstance(a, Tensor) else ("value", a)
                                for a in list(args) + [kwargs[k] for k in sorted(kwargs)]]
         self.watched = _watched_names(function)
@@ -69,7 +70,8 @@ class FastReplay:
     @staticmethod
     def _parameter_spec(p):
         grad = p.grad
-        return (p._shape, p._requires_grad, None if grad is None else (grad._shape, grad._storage.dtype))
+        return (p._shape, p._requires_grad, None if grad is None else (grad._shape, grad._storage.dtype),
+                p._storage.device)
 
     def _optimizer_spec(self, optimizer):
         groups = tuple(tuple((k, v) for k, v in group.items() if k != "params" and k not in self.runtime_options)
@@ -88,7 +90,8 @@ class FastReplay:
         for value, spec in zip(args, self.argument_specs):
             if value.__class__ is Tensor or isinstance(value, Tensor):
                 if (value._shape != spec[0] or value._storage.dtype is not spec[1] or value._strides != spec[2]
-                        or value._offset != spec[3] or value._requires_grad != spec[4]):
+                        or value._offset != spec[3] or value._requires_grad != spec[4]
+                        or value._storage.device != spec[5]):
                     return False
             elif spec[0] != "value" or spec[1] != value:
                 return False
@@ -110,9 +113,9 @@ class FastReplay:
             for a, b in zip(table.values(), buffers):
                 if a is not b:
                     return False
-        for p, (shape, requires_grad, grad_spec) in zip(self.parameters, self.parameter_specs):
+        for p, (shape, requires_grad, grad_spec, device) in zip(self.parameters, self.parameter_specs):
             grad = p.grad
-            if p._shape != shape or p._requires_grad != requires_grad:
+            if p._shape != shape or p._requires_grad != requires_grad or p._storage.device != device:
                 return False
             if grad is None:
                 if grad_spec is not None:

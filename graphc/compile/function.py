@@ -18,6 +18,7 @@ from graphc import lazy
 from graphc.compile import guards as guard_module
 from graphc.compile.tracer import TraceContext, TraceError
 from graphc.lazy import Storage, build_graph, strided_view
+from graphc.size import CPU
 from graphc.tensor import Tensor
 
 MAX_VARIANTS = 8
@@ -134,6 +135,7 @@ class Variant:
     calls: int = 0
     events: list = field(default_factory=list)
     read_locators: set = field(default_factory=set)   # locators whose old value the graph reads
+    device: object = CPU           # where the graph's values live (a GPU: the CUDA backend runs it)
 
 
 class CompiledFunction:
@@ -161,7 +163,7 @@ class CompiledFunction:
         guards = guard_module.signature(args, kwargs, modules, optimizers)
         for variant in self.variants:
             if variant.guards == guards:
-                if variant.program is not None:
+                if variant.program is not None and variant.device.type == "cpu":
                     from graphc.compile.fast_path import FastReplay
                     self._fast = FastReplay(self, variant, self.function, args, kwargs, modules, optimizers)
                 return self._replay(variant, args, kwargs)
@@ -240,6 +242,7 @@ class CompiledFunction:
             destinations.append(("new", locator, storage))
         build = build_graph(output_nodes)
         self._last_graph = build.graph
+        self._tracing_device = _trace_device(build)
 
         sources = {}
         scalar_index = {id(s): i for i, (s, _) in enumerate(context.scalar_inputs)}
@@ -263,6 +266,7 @@ class CompiledFunction:
                           [(offset, generator) for _, offset, generator in context.random_keys],
                           context.random_count, reason, trace_seconds=time.perf_counter() - started)
         variant.read_locators = {source[1] for source in sources.values() if source[0] == "locator"}
+        variant.device = self._tracing_device
         # the trace advanced the generators; the first run reads the same counters again
         for offset, generator in variant.random_keys[:1]:
             generator.offset -= context.random_count
@@ -272,7 +276,7 @@ class CompiledFunction:
         # a trace that changed the watched state is not kept: run it once on the interpreter,
         # unless an earlier process already compiled it (then loading it is faster)
         aliases = _alias_candidates(variant)
-        if steady or self._already_compiled(build.graph, aliases):
+        if steady or variant.device.type != "cpu" or self._already_compiled(build.graph, aliases):
             variant.program = self._compile(build.graph, aliases)
         variant.compile_seconds = time.perf_counter() - compile_started
         variant.events = list(context.events)
@@ -298,6 +302,11 @@ class CompiledFunction:
         return _pipeline_path(graph, aliases).exists()
 
     def _compile(self, graph, aliases=None):
+        device = getattr(self, "_tracing_device", CPU)
+        if device.type != "cpu":
+            # no aliases: the GPU program returns every update, written back by _run_on_device
+            from graphc import devices
+            return devices.arrays_for(device).compiled_graph()(graph)
         name = self.backend or backend_module.get_default()
         if name == "numpy":
             return None
@@ -324,6 +333,8 @@ class CompiledFunction:
         return self._run(variant, arguments, self._scalars(variant), None)
 
     def _run(self, variant: Variant, arguments, scalars, trace_bindings):
+        if variant.device.type != "cpu":
+            return self._run_on_device(variant, arguments, scalars)
         bindings = {}
         for name, source in variant.sources.items():
             kind = source[0]
@@ -384,6 +395,48 @@ class CompiledFunction:
                     storage.version += 1
         return _rebuild(variant.result_spec, tensors)
 
+    def _run_on_device(self, variant: Variant, arguments, scalars):
+        """`_run` for a graph compiled for a GPU: inputs are bound from device memory (Python
+        numbers, random keys and CPU scalars copied over), each update is copied into its
+        tensor's storage on the device, and results stay on the device."""
+        from graphc import devices
+        device = variant.device
+        xp = devices.arrays_for(device).xp
+        bindings = {}
+        for name, source in variant.sources.items():
+            kind = source[0]
+            if kind in ("argument", "locator"):
+                storage = arguments[source[1]]._storage if kind == "argument" else source[1].storage()
+                value = strided_view(storage, *source[2])
+                bindings[name] = value if storage.device == device else devices.from_host(value, device)
+            elif kind == "scalar":
+                bindings[name] = devices.from_host(np.array(float(scalars[source[1]]), dtype=np.float64), device)
+            else:
+                offset, generator = variant.random_keys[source[1]]
+                key = np.array([generator.seed, generator.offset + offset], dtype=np.int64)
+                bindings[name] = devices.from_host(key, device)
+        if variant.random_keys:
+            variant.random_keys[0][1].offset += variant.random_count
+        results = variant.program(bindings)
+        variant.calls += 1
+        tensors = []
+        for destination, value in zip(variant.destinations, results):
+            kind = destination[0]
+            if kind == "result":
+                tensors.append(Tensor._on_device(xp.array(value, order="C"), device))
+            elif kind == "write":
+                storage = destination[1].storage()
+                xp.copyto(strided_view(storage, *destination[2]), value)
+                storage.version += 1
+            else:
+                storage = destination[2] if destination[2].array is None else destination[1].storage()
+                if storage.array is None:
+                    storage.store(xp.array(value, order="C"))
+                else:
+                    xp.copyto(storage.array.reshape(value.shape), value)
+                    storage.version += 1
+        return _rebuild(variant.result_spec, tensors)
+
     # ---- inspection ------------------------------------------------------------------------------
     def stats(self) -> dict:
         """Traces, their reasons and costs, and how often each variant ran."""
@@ -423,6 +476,17 @@ class _schedulers_recorded:
         from graphc.optim.lr_scheduler import LRScheduler
         LRScheduler.step = self.original
         return False
+
+
+def _trace_device(build):
+    """The one device a traced step computes on: a GPU when its values live there, else the CPU
+    (0-dim CPU values such as a learning rate join either)."""
+    found = {lazy.device for lazy in build.node_of.values() if lazy.device is not None}
+    found.discard(CPU)
+    if len(found) > 1:
+        raise TraceError(f"graphc.compile: the function computes on several devices "
+                         f"({', '.join(sorted(map(str, found)))}); a compiled function runs on one")
+    return found.pop() if found else CPU
 
 
 def _alias_candidates(variant) -> dict:

@@ -51,10 +51,10 @@ def discover(function, args, kwargs):
 
 def tensor_signature(tensor: Tensor) -> tuple:
     return (tuple(tensor._shape), tensor.dtype.name, tuple(tensor._strides), tensor._offset,
-            tensor.requires_grad)
+            tensor.requires_grad, str(tensor.device))
 
 
-ParameterGuard = collections.namedtuple("ParameterGuard", "identity shape dtype requires_grad grad")
+ParameterGuard = collections.namedtuple("ParameterGuard", "identity shape dtype requires_grad grad device")
 
 
 def _parameter_signature(parameter) -> tuple:
@@ -62,7 +62,8 @@ def _parameter_signature(parameter) -> tuple:
     # storage through its owner (see function.Locator), so replacing `p.grad` is fine
     grad = parameter.grad
     return ParameterGuard(id(parameter), tuple(parameter._shape), parameter.dtype.name,
-                          parameter.requires_grad, None if grad is None else (tuple(grad._shape), grad.dtype.name))
+                          parameter.requires_grad, None if grad is None else (tuple(grad._shape), grad.dtype.name),
+                          str(parameter.device))  # a model moved to a GPU needs a program compiled for it
 
 
 def _state_value(value):
@@ -91,7 +92,7 @@ def signature(args, kwargs, modules, optimizers) -> dict:
         label = type(module).__name__
         guards[f"{label} training"] = tuple(m.training for m in module.modules())
         guards[f"{label} parameters"] = tuple(_parameter_signature(p) for p in module.parameters())
-        guards[f"{label} buffers"] = tuple((name, None if b is None else (tuple(b._shape), b.dtype.name))
+        guards[f"{label} buffers"] = tuple((name, None if b is None else (tuple(b._shape), b.dtype.name, str(b.device)))
                                            for name, b in module.named_buffers())
     for number, optimizer in enumerate(optimizers):
         label = f"{type(optimizer).__name__}#{number}"

@@ -251,9 +251,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         return values
     from graphc.creation import arange, zeros
     if which is None:
-        which = zeros(values.shape if not unbatched else (1,) + tuple(values.shape), dtype=dtypes.int64)
-    rows = arange(out[0]).view(-1, 1) * stride[0] - padding[0] + (which // kernel[1]) * dilation[0]
-    cols = arange(out[1]).view(1, -1) * stride[1] - padding[1] + (which % kernel[1]) * dilation[1]
+        which = zeros(values.shape if not unbatched else (1,) + tuple(values.shape), dtype=dtypes.int64,
+                      device=x.device)
+    rows = arange(out[0], device=x.device).view(-1, 1) * stride[0] - padding[0] + (which // kernel[1]) * dilation[0]
+    cols = arange(out[1], device=x.device).view(1, -1) * stride[1] - padding[1] + (which % kernel[1]) * dilation[1]
     indices = rows * x.shape[3] + cols
     return values, (indices.squeeze(0) if unbatched else indices)
 
@@ -275,7 +276,7 @@ def _max_over_tiles(x, kernel):
     with no_grad():
         first = windows.argmax(-1, keepdim=True)
     from graphc.creation import arange
-    chosen = arange(kh * kw) == first
+    chosen = arange(kh * kw, device=x.device) == first
     values = tensor_ops.where(chosen, windows, 0).sum(-1)
     return _tagged(values, "MaxPool2DWithIndicesBackward0")
 
@@ -304,7 +305,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     else:
         # count the positions each window covers (input, plus the padding if it counts)
         from graphc.creation import ones
-        counts = ones(1, 1, h, w, dtype=x.dtype)
+        counts = ones(1, 1, h, w, dtype=x.dtype, device=x.device)
         if count_include_pad:
             counts = pad(counts, (padding[1], padding[1], padding[0], padding[0]), value=1.0)
             inner = (0, 0)
@@ -319,13 +320,13 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     return result.squeeze(0) if unbatched else result
 
 
-def _adaptive_matrix(size: int, out: int, dtype) -> Tensor:
+def _adaptive_matrix(size: int, out: int, dtype, device=None) -> Tensor:
     from graphc.creation import tensor
     rows = []
     for i in range(out):
         start, end = (i * size) // out, -(-((i + 1) * size) // out)
         rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(size)])
-    return tensor(rows, dtype=dtype)
+    return tensor(rows, dtype=dtype, device=device)
 
 
 def adaptive_avg_pool2d(input, output_size):
@@ -344,7 +345,8 @@ def adaptive_avg_pool2d(input, output_size):
     if h % oh == 0 and w % ow == 0:
         result = avg_pool2d(input, (h // oh, w // ow))
     else:
-        rows, cols = _adaptive_matrix(h, oh, input.dtype), _adaptive_matrix(w, ow, input.dtype)
+        rows = _adaptive_matrix(h, oh, input.dtype, input.device)
+        cols = _adaptive_matrix(w, ow, input.dtype, input.device)
         result = rows.matmul(input.matmul(cols.t()))
     return _tagged(result, "AdaptiveAvgPool2DBackward0")
 
@@ -537,7 +539,7 @@ def dropout(input, p=0.5, training=True, inplace=False):
     if p == 1.0:
         scale = input * 0.0
     else:
-        keep = rand(input.shape, dtype=dtypes.float32) < (1.0 - p)
+        keep = rand(input.shape, dtype=dtypes.float32, device=input.device) < (1.0 - p)
         scale = keep.to(input.dtype) * (1.0 / (1.0 - p))
     return _write_inplace(input, input * scale) if inplace else input * scale
 
@@ -583,7 +585,7 @@ def one_hot(tensor, num_classes=-1):
         if values.max() >= num_classes:
             raise op_error("one_hot", "Class values must be smaller than num_classes.", where, kind=IndexError)
     from graphc.creation import arange
-    return (tensor.unsqueeze(-1) == arange(num_classes)).long()
+    return (tensor.unsqueeze(-1) == arange(num_classes, device=tensor.device)).long()
 
 
 def pad(input, pad, mode="constant", value=None):

@@ -54,7 +54,7 @@ def uniform_(tensor, a: float = 0.0, b: float = 1.0, generator=None):
     """Fill with values drawn from U(a, b)."""
     from graphc.creation import rand
     with no_grad():
-        sample = rand(tensor.shape, generator=generator, dtype=tensor.dtype)
+        sample = rand(tensor.shape, generator=generator, dtype=tensor.dtype, device=tensor.device)
         return tensor.copy_(sample * (b - a) + a)
 
 
@@ -62,7 +62,7 @@ def normal_(tensor, mean: float = 0.0, std: float = 1.0, generator=None):
     """Fill with values drawn from N(mean, std^2)."""
     from graphc.creation import randn
     with no_grad():
-        sample = randn(tensor.shape, generator=generator, dtype=tensor.dtype)
+        sample = randn(tensor.shape, generator=generator, dtype=tensor.dtype, device=tensor.device)
         return tensor.copy_(sample * std + mean)
 
 
@@ -72,9 +72,9 @@ def trunc_normal_(tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, 
     from graphc.creation import randn
     from graphc.tensor_ops import where
     with no_grad():
-        value = randn(tensor.shape, generator=generator, dtype=tensor.dtype) * std + mean
+        value = randn(tensor.shape, generator=generator, dtype=tensor.dtype, device=tensor.device) * std + mean
         for _ in range(4):
-            redraw = randn(tensor.shape, generator=generator, dtype=tensor.dtype) * std + mean
+            redraw = randn(tensor.shape, generator=generator, dtype=tensor.dtype, device=tensor.device) * std + mean
             value = where((value < a).logical_or(value > b), redraw, value)
         return tensor.copy_(value.clamp(a, b))
 
