@@ -151,7 +151,7 @@ def reproducer(programs: list, failure: Failure, origin: str) -> str:
         "for name, got, want in zip(outputs, compiled, expected):",
         "    try:",
         "        scale = max(1.0, float(np.nanmax(np.abs(want)))) if np.size(want) else 1.0",
-        f"        np.testing.assert_allclose(np.asarray(got, np.float64), np.asarray(want, np.float64),",
+        "        np.testing.assert_allclose(np.asarray(got, np.float64), np.asarray(want, np.float64),",
         f"                                   rtol={RTOL}, atol={ATOL} * scale)",
         "        print(f'{name}: compiled and interpreted agree')",
         "    except AssertionError as mismatch:",
