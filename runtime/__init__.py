@@ -10,6 +10,7 @@ optional). Modules, one job each:
 - ``nvrtc_library`` ctypes binding to libnvrtc
 - ``cuda_compiler`` NVRTCCompiler (and NvccCompiler as a fallback): CUDA -> PTX / cubin
 - ``cache``         the on-disk build cache (atomic, multi-process safe, self-repairing)
+- ``cache_safety``  refuse a cache directory others can write; fall back when it is unwritable
 - ``cprogram``      CProgram: call ``void ENTRY(void **buffers)`` in a loaded library
 - ``elf``           a truncated-library check run before dlopen (which would SIGBUS)
 - ``artifact``      Artifact: a built file and what is known about it
@@ -28,7 +29,8 @@ from .compiler import Compiler
 from .cprogram import BoundCall, CProgram
 from .cuda import cuda_available
 from .cuda_compiler import NvccCompiler, NVRTCCompiler, find_cuda_compiler
-from .errors import CompileError, LoadError, MissingEntryPoint, ToolchainMissing
+from .errors import (CacheDirectoryUnsafe, CacheDirectoryWarning, CompileError, LoadError, MissingEntryPoint,
+                     ToolchainMissing)
 from .threads import get_num_threads, set_num_threads
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "Artifact",
     "BoundCall",
     "BuildCache",
+    "CacheDirectoryUnsafe",
+    "CacheDirectoryWarning",
     "CacheEntry",
     "CacheStats",
     "CCompiler",

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 from .artifact import Artifact
+from .cache_safety import usable_cache_directory
 from .errors import CompileError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -176,13 +177,19 @@ class CacheEntry:
 class BuildCache:
     """Built artifacts on disk, keyed by source + toolchain + flags + CPU + format version.
 
-    ``directory`` defaults to :func:`cache_directory`. ``stats`` counts this object's hits and
+    ``directory`` defaults to :func:`cache_directory`; one that other users could write is refused
+    (:class:`~runtime.errors.CacheDirectoryUnsafe`), one that cannot be written is replaced by a
+    private temporary directory with a :class:`~runtime.errors.CacheDirectoryWarning`. ``stats`` counts this object's hits and
     misses. Use :meth:`get_or_build` (what ``Compiler.compile`` calls), :meth:`lookup`,
     :meth:`discard`, :meth:`entries` and :meth:`clear`.
     """
 
     def __init__(self, directory: Union[str, Path, None] = None):
-        self.directory = Path(directory).expanduser() if directory is not None else cache_directory()
+        requested = Path(directory).expanduser() if directory is not None else cache_directory()
+        # Refuses a directory others could write (CacheDirectoryUnsafe); falls back to a private
+        # temporary one, with a warning, when it cannot be written (cache_safety.py).
+        self.requested_directory = requested
+        self.directory = usable_cache_directory(requested)
         self.entries_dir = self.directory / "entries"
         self.failed_dir = self.directory / "failed"
         self.temp_dir = self.directory / "tmp"

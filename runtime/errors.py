@@ -13,7 +13,10 @@ import shlex
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-__all__ = ["CompileError", "ToolchainMissing", "LoadError", "MissingEntryPoint"]
+__all__ = [
+    "CompileError", "ToolchainMissing", "LoadError", "MissingEntryPoint", "CacheDirectoryUnsafe",
+    "CacheDirectoryWarning",
+]
 
 # How many source lines to show on each side of the line the compiler complained about.
 _CONTEXT_LINES = 3
@@ -158,3 +161,29 @@ class LoadError(Exception):
 
 class MissingEntryPoint(LoadError):
     """The library loaded, but does not export the requested entry point."""
+
+
+class CacheDirectoryUnsafe(Exception):
+    """The build cache directory could be written by another user.
+
+    graphc loads and runs the shared libraries it finds there, so whoever can write the directory
+    can make this process run their code. ``directory`` is the offending path, ``reason`` what is
+    wrong with it.
+    """
+
+    def __init__(self, directory: Union[str, Path], reason: str):
+        self.directory = Path(directory)
+        self.reason = reason
+        super().__init__(
+            f"refusing to use the graphc build cache at {self.directory}: {reason}. Another user "
+            "could replace a compiled shared library there, and graphc would load and run it in "
+            f"this process. Fix it with `chmod go-w {self.directory}` (and make sure you own it), "
+            "or set GRAPHC_CACHE_DIR to a directory only you can write"
+        )
+
+    def __reduce__(self):
+        return (CacheDirectoryUnsafe, (self.directory, self.reason))
+
+
+class CacheDirectoryWarning(UserWarning):
+    """The build cache directory could not be used; a private temporary one is used instead."""

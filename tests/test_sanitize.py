@@ -25,14 +25,14 @@ def asan_runtime() -> str | None:
     return answer if os.path.isabs(answer) and os.path.exists(answer) else None
 
 
-def test_sanitize_flags_stop_at_the_first_finding_and_change_the_key():
+def test_sanitize_flags_stop_at_the_first_finding_and_change_the_key(tmp_path):
     flags = CCompiler(sanitize=True).compile_flags
     for flag in ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"):
         assert flag in flags
     # the last -O wins: sanitized builds are quick to compile and keep every memory access
     assert [flag for flag in flags if flag.startswith("-O")][-1] == "-O0"
     assert "-fsanitize=address,undefined" not in CCompiler(sanitize=False).compile_flags
-    cache = runtime.BuildCache(ROOT / "unused-cache-dir-for-keys")
+    cache = runtime.BuildCache(tmp_path / "cache")
     assert cache.key_for("int x;", CCompiler(sanitize=True)) != cache.key_for("int x;", CCompiler(sanitize=False))
 
 

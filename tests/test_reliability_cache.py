@@ -1,0 +1,142 @@
+"""The build cache directory: unwritable -> a private temporary one with a warning; writable by
+other users -> refused, because graphc loads and runs the libraries (and pipeline pickles) in it."""
+from __future__ import annotations
+
+import os
+import stat
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphc
+import runtime
+from runtime import BuildCache, CacheDirectoryUnsafe, CacheDirectoryWarning, compile_c
+
+SOURCE = textwrap.dedent(
+    """
+    void scale(void **buffers) {
+        const float *x = (const float *)buffers[0];
+        float *y = (float *)buffers[1];
+        for (int i = 0; i < 37; ++i) y[i] = x[i] * SCALE - 0.25f;
+    }
+    """
+)
+
+
+def program_source(scale: float) -> str:
+    return f"#define SCALE {scale!r}f\n" + SOURCE
+
+
+def check_scale(program, scale: float, rng) -> None:
+    x = rng.standard_normal(37).astype(np.float32)
+    y = np.full(37, np.nan, dtype=np.float32)
+    program([x, y])
+    np.testing.assert_allclose(y, x.astype(np.float64) * scale - 0.25, rtol=1e-6, atol=1e-6)
+
+
+@pytest.fixture(autouse=True)
+def plain_builds(monkeypatch):
+    monkeypatch.delenv("GRAPHC_SANITIZE", raising=False)
+
+
+def fresh_default_caches(monkeypatch):
+    """Forget the process-wide cache objects, so the next default_cache() looks at the directory."""
+    monkeypatch.setattr(runtime.cache, "_default_caches", {})
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file"])
+def test_unwritable_cache_directory_falls_back_to_a_private_one_with_one_warning(
+        where, tmp_path, monkeypatch, rng):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the cache should be")
+    requested = blocker if where == "a file" else blocker / "graphc"
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(requested))
+    fresh_default_caches(monkeypatch)
+    with pytest.warns(CacheDirectoryWarning) as caught:
+        program = compile_c(program_source(1.5), "scale")
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert f"cannot use the build cache directory {requested}" in message
+    assert "FileExistsError" in message or "NotADirectoryError" in message
+    used = runtime.default_cache().directory
+    assert used != requested and used.name.startswith("graphc-cache-")
+    assert f"private temporary directory {used}" in message
+    assert stat.S_IMODE(used.stat().st_mode) == 0o700 and used.stat().st_uid == os.geteuid()
+    assert program.library_path.is_relative_to(used)
+    check_scale(program, 1.5, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same process does not warn again
+        again = compile_c(program_source(1.5), "scale")
+    assert again.cache_hit and again.library_path == program.library_path
+    assert blocker.read_text() == "a file where the cache should be"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_cache_directory_falls_back(tmp_path, rng):
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o500)
+    try:
+        with pytest.warns(CacheDirectoryWarning, match="PermissionError"):
+            cache = BuildCache(read_only)
+        check_scale(compile_c(program_source(2.5), "scale", cache=cache), 2.5, rng)
+    finally:
+        read_only.chmod(0o700)
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777, 0o757])
+def test_cache_directory_writable_by_others_is_refused(mode, tmp_path, monkeypatch):
+    shared = tmp_path / "shared-cache"
+    shared.mkdir()
+    shared.chmod(mode)
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(shared))
+    fresh_default_caches(monkeypatch)
+    with pytest.raises(CacheDirectoryUnsafe) as raised:
+        compile_c(program_source(3.5), "scale")
+    message = str(raised.value)
+    assert f"refusing to use the graphc build cache at {shared}" in message
+    assert f"its mode is {mode:04o}" in message
+    assert "Another user could replace a compiled shared library there" in message
+    assert f"chmod go-w {shared}" in message and "GRAPHC_CACHE_DIR" in message
+    assert not (shared / "entries").exists()  # nothing was built or loaded from there
+    shared.chmod(0o700)  # the fix the message gives
+    fresh_default_caches(monkeypatch)
+    compile_c(program_source(3.5), "scale")
+    assert (shared / "entries").is_dir()
+
+
+def test_writable_directory_inside_the_cache_is_refused(tmp_path, rng):
+    root = tmp_path / "cache"
+    check_scale(compile_c(program_source(4.5), "scale", cache=BuildCache(root)), 4.5, rng)
+    (root / "entries").chmod(0o777)
+    with pytest.raises(CacheDirectoryUnsafe, match=r"cache/entries: its mode is 0777: writable by group and other"):
+        BuildCache(root)
+
+
+def test_pipeline_pickles_are_not_read_from_an_unsafe_cache(tmp_path, monkeypatch, rng):
+    # graphc keeps pickled pipeline stages in the cache: loading one is running code
+    root = tmp_path / "cache"
+    (root / "pipelines").mkdir(parents=True)
+    (root / "pipelines").chmod(0o770)
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(root))
+    fresh_default_caches(monkeypatch)
+    x = graphc.tensor(rng.standard_normal((4, 11)).astype(np.float32))  # a graph no other test builds
+    with pytest.raises(CacheDirectoryUnsafe, match="pipelines: its mode is 0770: writable by group"):
+        (x * 2.71828 + 1.0).tanh().sum(1).numpy()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user needs root")
+def test_cache_directory_owned_by_another_user_is_refused(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir(mode=0o755)
+    os.chown(foreign, 4242, -1)
+    with pytest.raises(CacheDirectoryUnsafe, match="it is owned by user id 4242, not by this user"):
+        BuildCache(foreign)
+
+
+def test_new_cache_directory_is_private(tmp_path):
+    cache = BuildCache(tmp_path / "fresh" / "graphc")
+    assert cache.directory == tmp_path / "fresh" / "graphc"
+    assert stat.S_IMODE(cache.directory.stat().st_mode) & 0o077 == 0
