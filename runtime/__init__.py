@@ -14,21 +14,20 @@ optional). Modules, one job each:
 - ``cprogram``      CProgram: call ``void ENTRY(void **buffers)`` in a loaded library
 - ``elf``           a truncated-library check run before dlopen (which would SIGBUS)
 - ``artifact``      Artifact: a built file and what is known about it
-- ``build``         compile_c / cache_entries / clear_cache over the default cache
+- ``cuda_program``  CudaProgram: a PTX/cubin loaded with CuPy, its launch manifest run in order
+- ``build``         compile_c / compile_cuda / load_cuda_program / cache_entries / clear_cache
 - ``cuda``          cuda_available()
-
-Not yet here: loading PTX/cubin onto a GPU with CuPy and launching kernels in order; it belongs in
-a ``cuda_program.py`` beside ``cprogram.py`` (see ``cuda_compiler.py``).
 """
 
 from .artifact import Artifact
-from .build import cache_entries, clear_cache, compile_c
+from .build import cache_entries, clear_cache, compile_c, compile_cuda, load_cuda_program
 from .c_compiler import CCompiler, sanitize_requested
 from .cache import BuildCache, CacheEntry, CacheStats, cache_directory, default_cache
 from .compiler import Compiler
 from .cprogram import BoundCall, CProgram
 from .cuda import cuda_available
 from .cuda_compiler import NvccCompiler, NVRTCCompiler, find_cuda_compiler
+from .cuda_program import CudaProgram
 from .errors import (CacheDirectoryUnsafe, CacheDirectoryWarning, CompileError, LoadError, MissingEntryPoint,
                      ToolchainMissing)
 from .threads import get_num_threads, set_num_threads
@@ -56,6 +55,9 @@ __all__ = [
     "cache_entries",
     "clear_cache",
     "compile_c",
+    "compile_cuda",
+    "CudaProgram",
+    "load_cuda_program",
     "cuda_available",
     "default_cache",
     "sanitize_requested",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .artifact import Artifact
 from .c_compiler import CCompiler
 from .cache import BuildCache, CacheEntry, default_cache
 from .cprogram import CProgram
+from .cuda_compiler import DEFAULT_ARCH, find_cuda_compiler
 from .errors import LoadError, MissingEntryPoint
 
-__all__ = ["compile_c", "cache_entries", "clear_cache"]
+__all__ = ["compile_c", "compile_cuda", "load_cuda_program", "cache_entries", "clear_cache"]
 
 
 def compile_c(
@@ -42,6 +44,39 @@ def compile_c(
         cache.discard(artifact.key)
         artifact = compiler.compile(source, cache=cache)
         return CProgram.from_artifact(artifact, entry, num_buffers=num_buffers)
+
+
+def compile_cuda(source: str, *, arch: Optional[str] = None, cache: Optional[BuildCache] = None,
+                 **options) -> Artifact:
+    """Compile CUDA ``source`` (cached, like C builds) to PTX or a cubin; no GPU needed.
+
+    ``arch``: ``compute_XX`` gives PTX, ``sm_XX`` a cubin; by default PTX for the current
+    device's compute capability (``compute_80`` where there is none). NVRTC if it can be found,
+    else ``nvcc`` (``options`` go to the compiler class). Raises CompileError, ToolchainMissing.
+    """
+    from .cuda_program import device_arch
+
+    cache = cache if cache is not None else default_cache()
+    compiler = find_cuda_compiler(arch=arch or device_arch() or DEFAULT_ARCH, **options)
+    return compiler.compile(source, cache=cache)
+
+
+def load_cuda_program(source: str, launches, *, arch: Optional[str] = None, cache: Optional[BuildCache] = None,
+                      **options):
+    """compile_cuda, then load the module with CuPy: a :class:`CudaProgram` running ``launches``.
+
+    A cached module that fails to load is rebuilt once (as :func:`compile_c` does)."""
+    from .cuda_program import CudaProgram
+
+    cache = cache if cache is not None else default_cache()
+    artifact = compile_cuda(source, arch=arch, cache=cache, **options)
+    try:
+        return CudaProgram(artifact, launches)
+    except LoadError:
+        if not artifact.cache_hit:
+            raise
+        cache.discard(artifact.key)
+        return CudaProgram(compile_cuda(source, arch=arch, cache=cache, **options), launches)
 
 
 def cache_entries(cache: Optional[BuildCache] = None) -> list[CacheEntry]:

@@ -10,12 +10,28 @@ import pytest
 SESSION_SEED = int(os.environ.get("GRAPHC_TEST_SEED", random.SystemRandom().randrange(2 ** 31)))
 
 
+# GRAPHC_DEVICE_TESTS=1: every graph the tests realize runs on the GPU (the "cuda" backend) and is
+# checked against the interpreter as usual; without a GPU the whole session is skipped, saying why.
+DEVICE_TESTS = os.environ.get("GRAPHC_DEVICE_TESTS", "") not in ("", "0")
+
+
 def pytest_configure(config):
     # Tests exercise what users run: the C backend, compiling every graph at its first run
     # (GRAPHC_COMPILE_AFTER=1 restores tiering). The build cache makes reruns cheap.
     from graphc import backend
-    backend.set_default(os.environ.get("GRAPHC_BACKEND", "c"),
-                        compile_after=int(os.environ.get("GRAPHC_COMPILE_AFTER", "0")))
+    name = "cuda" if DEVICE_TESTS else os.environ.get("GRAPHC_BACKEND", "c")
+    backend.set_default(name, compile_after=int(os.environ.get("GRAPHC_COMPILE_AFTER", "0")))
+
+
+def pytest_collection_modifyitems(config, items):
+    if not DEVICE_TESTS:
+        return
+    import runtime
+    if not runtime.cuda_available():
+        skip = pytest.mark.skip(reason="GRAPHC_DEVICE_TESTS=1 but no CUDA device is usable here "
+                                       "(CuPy missing, no driver or no GPU: runtime.cuda_available() is False)")
+        for item in items:
+            item.add_marker(skip)
 
 
 def pytest_report_header(config):

@@ -1,0 +1,66 @@
+"""The CUDA backend: a Graph becomes one CUDA module whose launches run in order on the GPU.
+
+The stages up to codegen's kernel IR are the C backend's (`cached_pipeline`: simplify, fuse,
+memory plan, lower), so both backends compute the same kernels over the same buffer table; only
+the rendering differs (`codegen.render_cuda`). Arrays are CuPy arrays: a `CompiledCudaGraph`
+owns one device arena for the temporaries and returns device arrays, which callers that hold
+host tensors copy back (`graphc.backend` with GRAPHC_BACKEND=cuda).
+"""
+from __future__ import annotations
+
+import time
+
+import runtime
+from codegen.render_cuda import render_cuda_program
+from graphc.backends.c import cached_pipeline
+from graphc.ir.graph import Graph
+
+
+class CompiledCudaGraph:
+    """A graph compiled to a CUDA module, callable with its placeholders' CuPy arrays."""
+
+    def __init__(self, graph: Graph, aliases: dict | None = None):
+        """`aliases`: output position -> placeholder name it may be written over (see Layout)."""
+        import cupy
+
+        started = time.perf_counter()
+        self.plan, self.program_ir, self.layout, _ = cached_pipeline(graph, aliases)
+        self.graph = self.plan.graph
+        self.source, self.launches = render_cuda_program(self.program_ir)
+        self.program = runtime.load_cuda_program(self.source, self.launches)
+        self.compile_seconds = time.perf_counter() - started
+        self.cache_hit = self.program.cache_hit
+        self.arena = cupy.empty(max(self.layout.arena_bytes, 1), dtype=cupy.uint8)
+        # temporaries are byte views of the arena: their data pointers are the arena's + offset
+        self.temps = {b.name: self.arena[b.offset:b.offset + max(b.size, 1)]
+                      for b in self.program_ir.buffers if b.role == "temp"}
+        self.input_buffers = [b.name for b in sorted((b for b in self.program_ir.buffers if b.role == "input"),
+                                                     key=lambda b: b.slot)]
+
+    def buffer_table(self, inputs: list, outputs: list) -> dict:
+        """{buffer name: array} for the launches: inputs by slot, outputs by position, temps."""
+        table = dict(self.temps)
+        table.update(zip(self.input_buffers, inputs))
+        table.update((f"out{position}", array) for position, array in enumerate(outputs))
+        return table
+
+    def __call__(self, bindings, out: dict | None = None) -> list:
+        """Run with placeholders bound by name (CuPy arrays; host arrays are copied over). `out`
+        maps output positions to device arrays to write into; aliased outputs write over their
+        input's array. Returns device arrays, one per graph output."""
+        import cupy
+
+        inputs = [_dense(cupy.asarray(bindings[name])) for name in self.layout.input_names]
+        outputs = [cupy.empty(shape, dtype=dtype) for _, shape, dtype in self.layout.outputs]
+        by_name = dict(zip(self.layout.input_names, inputs))
+        for position, name in (self.layout.aliased or {}).items():
+            outputs[position] = by_name[name]
+        for position, array in (out or {}).items():
+            outputs[position] = array
+        self.program(self.buffer_table(inputs, outputs))
+        return [by_name[key] if kind == "input" else outputs[key] for kind, key in self.layout.results]
+
+
+def _dense(array):
+    """C-contiguous, keeping 0-d arrays 0-d (ascontiguousarray would make them shape (1,))."""
+    return array if array.flags.c_contiguous else array.copy(order="C")

@@ -1,0 +1,136 @@
+"""Running a compiled CUDA program: load its PTX/cubin with CuPy and run a launch manifest in order.
+
+The code generator emits one ``extern "C" __global__`` function per launch and a manifest entry
+for each: the function's name, the buffer names it takes as pointer parameters (in order), and
+its grid, block and dynamic shared memory. The runtime knows nothing of how the manifest was
+made; any object with ``name``, ``params``, ``grid``, ``block`` and ``shared_bytes`` will do.
+
+Buffers are CuPy arrays bound by name. CuPy passes an array argument to a raw kernel as its data
+pointer, so a temporary is a byte view into one arena array (``arena[offset:offset + size]``):
+its pointer is the arena's plus the offset. Every launch goes onto the current stream, in order;
+the launches of one call can also be captured once as a CUDA graph and replayed with one call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from .artifact import Artifact
+from .errors import LoadError
+
+__all__ = ["CudaProgram", "PreparedLaunch", "load_cuda_module", "device_arch"]
+
+
+class PreparedLaunch:
+    """One launch with its arguments resolved: ``kernel(grid, block, args, shared_mem=...)``."""
+
+    __slots__ = ("name", "kernel", "grid", "block", "args", "shared_bytes")
+
+    def __init__(self, name, kernel, grid, block, args, shared_bytes):
+        self.name = name
+        self.kernel = kernel
+        self.grid = grid
+        self.block = block
+        self.args = args
+        self.shared_bytes = shared_bytes
+
+    def __call__(self) -> None:
+        self.kernel(self.grid, self.block, self.args, shared_mem=self.shared_bytes)
+
+    def __repr__(self) -> str:
+        return f"PreparedLaunch({self.name}, grid={self.grid}, block={self.block}, shared={self.shared_bytes})"
+
+
+def load_cuda_module(path) -> Any:
+    """A CuPy module from a PTX or cubin file (PTX is JIT-compiled by the driver for this GPU)."""
+    try:
+        import cupy
+    except ImportError as error:
+        raise LoadError(f"running CUDA programs needs CuPy (pip install graphc[cuda]): {error}") from error
+    try:
+        return cupy.RawModule(path=str(path))
+    except Exception as error:  # CUDADriverError (bad image, no device), CuPy's own errors
+        raise LoadError(f"could not load the CUDA module {path}: {error}") from error
+
+
+def device_arch() -> Optional[str]:
+    """``compute_XX`` of the current CUDA device (PTX the driver finishes for it), or None."""
+    try:
+        import cupy
+
+        return f"compute_{cupy.cuda.Device().compute_capability}"
+    except Exception:
+        return None
+
+
+class CudaProgram:
+    """A loaded CUDA module plus the manifest that says how to run it.
+
+    ``module`` defaults to ``load_cuda_module(artifact.path)``; tests pass any object with
+    ``get_function(name)``. Calling the program with ``{buffer name: array}`` runs every launch
+    in order on the current stream; :meth:`capture` records the same launches as a CUDA graph.
+    """
+
+    def __init__(self, artifact: Artifact, launches: Sequence, module: Any = None,
+                 loader: Callable = load_cuda_module):
+        self.artifact = artifact
+        self.launches = list(launches)
+        self.module = module if module is not None else loader(artifact.path)
+        self.kernels = {}
+        for launch in self.launches:
+            try:
+                self.kernels[launch.name] = self.module.get_function(launch.name)
+            except Exception as error:
+                raise LoadError(f"the CUDA module {artifact.path} has no kernel {launch.name!r}: {error}") from error
+        self._prepared_for: Optional[tuple] = None
+        self._prepared: list = []
+
+    @property
+    def cache_hit(self) -> bool:
+        return self.artifact.cache_hit
+
+    def prepare(self, buffers: Mapping[str, Any]) -> list:
+        """The launches with their argument tuples (arrays in parameter order); launches with no
+        blocks (an empty matrix product) are left out."""
+        prepared = []
+        for launch in self.launches:
+            if min(launch.grid) == 0 or min(launch.block) == 0:
+                continue
+            try:
+                args = tuple(buffers[name] for name in launch.params)
+            except KeyError as error:
+                raise KeyError(f"launch {launch.name} needs buffer {error.args[0]!r}, which was not bound; "
+                               f"bound: {sorted(buffers)}") from None
+            prepared.append(PreparedLaunch(launch.name, self.kernels[launch.name], tuple(launch.grid),
+                                           tuple(launch.block), args, int(launch.shared_bytes)))
+        return prepared
+
+    def __call__(self, buffers: Mapping[str, Any]) -> None:
+        """Run every launch in order on the current stream (asynchronously, as CuPy does).
+
+        The prepared argument lists are kept while the same array objects are bound, so a replay
+        with the same buffers does no dictionary work."""
+        key = tuple(id(buffers[name]) for name in sorted(buffers))
+        if key != self._prepared_for:
+            self._prepared = self.prepare(buffers)
+            self._prepared_for = key
+            self._prepared_buffers = dict(buffers)  # keeps the arrays alive, so their ids stay theirs
+        for launch in self._prepared:
+            launch()
+
+    def capture(self, buffers: Mapping[str, Any], stream: Any = None) -> Any:
+        """The launches recorded once as a CUDA graph (``graph.launch(stream)`` replays them).
+
+        The graph holds raw pointers: replay it only while these same arrays are alive."""
+        import cupy
+
+        prepared = self.prepare(buffers)
+        stream = stream if stream is not None else cupy.cuda.Stream(non_blocking=True)
+        with stream:
+            stream.begin_capture()
+            try:
+                for launch in prepared:
+                    launch()
+            finally:
+                graph = stream.end_capture()
+        return graph
