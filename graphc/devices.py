@@ -136,7 +136,7 @@ def to_host(array, device) -> np.ndarray:
         return array
     arrays = arrays_for(device)
     with arrays.select(device.index):
-        return arrays.to_host(arrays.xp.ascontiguousarray(array))
+        return arrays.to_host(_dense(array))
 
 
 def from_host(array: np.ndarray, device):
@@ -145,7 +145,13 @@ def from_host(array: np.ndarray, device):
         return array
     arrays = arrays_for(device)
     with arrays.select(device.index):
-        return arrays.from_host(np.ascontiguousarray(array))
+        return arrays.from_host(_dense(array))
+
+
+def _dense(array):
+    """C-contiguous (copied only when it is not), 0-d arrays kept 0-d (`ascontiguousarray` makes
+    them 1-d)."""
+    return array if array.flags.c_contiguous else array.copy(order="C")
 
 
 _programs: dict = {}    # (device, structure key) -> compiled graph
@@ -170,5 +176,5 @@ def run_graph(build, device) -> list:
         for name in build.host_bound:
             if name in bindings:
                 stats["host_inputs"] += 1
-                bindings[name] = arrays.from_host(np.ascontiguousarray(bindings[name]))
+                bindings[name] = arrays.from_host(_dense(bindings[name]))
         return program(bindings)
