@@ -1,6 +1,6 @@
 """CUDA source -> PTX (or cubin): NVRTC first, the toolkit's ``nvcc`` as a fallback.
 
-Loading the result onto a GPU is a separate step that belongs in a future ``cuda_program.py``
+Loading the result onto a GPU is a separate step, in ``cuda_program.py``
 (``cupy.RawModule(code=ptx)`` / ``cupy.cuda.Module().load(...)`` then ``get_function`` and
 launches in order, optionally captured in a CUDA graph); compiling here needs no GPU, so CI
 checks every generated kernel on machines without one.
