@@ -179,7 +179,8 @@ class BuildCache:
 
     ``directory`` defaults to :func:`cache_directory`; one that other users could write is refused
     (:class:`~runtime.errors.CacheDirectoryUnsafe`), one that cannot be written is replaced by a
-    private temporary directory with a :class:`~runtime.errors.CacheDirectoryWarning`. ``stats`` counts this object's hits and
+    private temporary directory with a :class:`~runtime.errors.CacheDirectoryWarning`.
+    ``stats`` counts this object's hits and
     misses. Use :meth:`get_or_build` (what ``Compiler.compile`` calls), :meth:`lookup`,
     :meth:`discard`, :meth:`entries` and :meth:`clear`.
     """
