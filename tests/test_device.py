@@ -505,3 +505,16 @@ def test_compiled_step_retraces_when_the_model_moves(fake_cuda, rng):
     assert "device" in reason or "cuda:0" in reason, reason
     with pytest.raises(TraceError, match="moving a tensor to cuda:0 inside graphc.compile is not supported"):
         graphc.compile(lambda t: t.cuda() * 2)(graphc.tensor(a))
+
+
+def test_layers_made_with_device_live_there(fake_cuda, rng):
+    layers = [nn.Linear(3, 2, device="cuda"), nn.Conv2d(1, 2, 3, device="cuda"), nn.BatchNorm2d(2, device="cuda"),
+              nn.LayerNorm(4, device="cuda"), nn.Embedding(5, 3, device="cuda"), nn.Bilinear(2, 2, 1, device="cuda")]
+    for layer in layers:
+        assert all(t.device == "cuda:0" for t in list(layer.parameters()) + list(layer.buffers())), layer
+    linear = layers[0]
+    a = _array(rng, 4, 3)
+    out = linear(graphc.tensor(a, device="cuda"))
+    weight, bias = linear.weight.detach().cpu().numpy(), linear.bias.detach().cpu().numpy()
+    np.testing.assert_allclose(out.detach().cpu().numpy(), a.astype(np.float64) @ weight.T + bias,
+                               rtol=1e-5, atol=1e-6)

@@ -45,6 +45,8 @@ class Conv2d(Module):
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
+        if device is not None:
+            self.to(device)  # made on the CPU, then moved where device= asks
 
     def reset_parameters(self) -> None:
         init.default_layer_init_(self.weight, self.bias)

@@ -49,6 +49,8 @@ class _BatchNorm(Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
+        if device is not None:
+            self.to(device)  # made on the CPU, then moved where device= asks
 
     def reset_running_stats(self) -> None:
         if self.track_running_stats:
@@ -122,6 +124,8 @@ class LayerNorm(Module):
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
+        if device is not None:
+            self.to(device)  # made on the CPU, then moved where device= asks
 
     def reset_parameters(self) -> None:
         if self.elementwise_affine:

@@ -36,6 +36,8 @@ class Embedding(Module):
             self.reset_parameters()
         else:
             self.weight = Parameter(_weight, requires_grad=not _freeze)
+        if device is not None:
+            self.to(device)  # made on the CPU, then moved where device= asks
 
     def reset_parameters(self) -> None:
         init.normal_(self.weight)
