@@ -2,9 +2,13 @@
 other users -> refused, because graphc loads and runs the libraries (and pipeline pickles) in it."""
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
+import sys
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
@@ -140,3 +144,41 @@ def test_new_cache_directory_is_private(tmp_path):
     cache = BuildCache(tmp_path / "fresh" / "graphc")
     assert cache.directory == tmp_path / "fresh" / "graphc"
     assert stat.S_IMODE(cache.directory.stat().st_mode) & 0o077 == 0
+
+
+FOUR_WAY = textwrap.dedent(
+    """
+    import json, sys, time, numpy as np, runtime
+    start = float(sys.argv[2])
+    time.sleep(max(0.0, start - time.time()))  # all four start compiling together
+    program = runtime.compile_c(sys.argv[1], "scale")
+    x = np.random.default_rng().standard_normal(37).astype(np.float32)
+    y = np.empty(37, dtype=np.float32)
+    program([x, y])
+    error = float(np.abs(y - (x.astype(np.float64) * 5.5 - 0.25)).max())
+    print(json.dumps({"library": str(program.library_path), "error": error,
+                      "stats": runtime.default_cache().stats.as_dict()}))
+    """
+)
+
+
+def test_four_processes_compiling_one_source_share_one_entry(tmp_path):
+    environment = dict(os.environ, GRAPHC_CACHE_DIR=str(tmp_path / "cache"),
+                       PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    start = time.time() + 3.0
+    children = [subprocess.Popen([sys.executable, "-c", FOUR_WAY, program_source(5.5), repr(start)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+                for _ in range(4)]
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=180)
+        assert child.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert all(result["error"] < 1e-5 for result in results)
+    assert len({result["library"] for result in results}) == 1
+    stats = [result["stats"] for result in results]
+    assert sum(s["builds"] for s in stats) >= 1 and all(s["failures"] == 0 for s in stats)
+    # every build that was not published lost the rename and used the winner's entry
+    assert sum(s["builds"] for s in stats) - sum(s["lost_races"] for s in stats) == 1
+    cache = BuildCache(tmp_path / "cache")
+    assert len(cache.entries()) == 1 and not list(cache.temp_dir.iterdir())
