@@ -18,6 +18,11 @@ class AnomalyError(GraphcError):
     """Anomaly detection: a node made NaN or Inf out of finite inputs."""
 
 
+class RetraceError(GraphcError):
+    """A `graphc.compile(..., strict=True)` function called with a signature its trace does not
+    cover (a changed shape, dtype, mode or state layout): strict mode raises instead of retracing."""
+
+
 def op_error(op: str, message: str, where: str | None = None, hint: str | None = None,
              kind: type = GraphcError) -> GraphcError:
     """Build an error that reads ``op: message (at file.py:12)`` with an optional HINT line."""

@@ -268,3 +268,174 @@ def test_writes_into_expanded_tensors(rng):
     np.testing.assert_allclose(base.numpy(), np.full((3, 1), 2.0))
     x.zero_()
     np.testing.assert_array_equal(base.numpy(), np.zeros((3, 1)))
+
+
+# ---- losses: labels --------------------------------------------------------------------------
+def test_cross_entropy_label_mistakes(rng, runs):
+    import graphc.nn.functional as F
+    logits = pending(rng, 4, 3)
+    float_labels = graphc.tensor(rng.integers(0, 3, size=4).astype(np.float32))
+    expect_error(lambda: F.cross_entropy(logits, float_labels), TypeError, "cross_entropy",
+                 "class indices (an int64 tensor)", "float32 tensor of shape [4]", "HINT: labels must be integers")
+    expect_error(lambda: graphc.nn.CrossEntropyLoss()(logits, float_labels), TypeError, "cross_entropy",
+                 "float32")
+    wrong_batch = graphc.tensor(rng.integers(0, 3, size=(2, 2)))
+    expect_error(lambda: F.cross_entropy(logits, wrong_batch), ShapeError, "cross_entropy",
+                 "Expected input batch_size (4) to match target batch_size (2)", "input shape [4, 3]",
+                 "target shape [2, 2]")
+    extra_dim = graphc.tensor(rng.integers(0, 3, size=(4, 2)))
+    expect_error(lambda: F.nll_loss(logits, extra_dim), ShapeError, "nll_loss",
+                 "class-index target of shape [4]", "target shape [4, 2]")
+    one_hot = graphc.tensor(np.eye(3, dtype=np.int64)[rng.integers(0, 3, size=4)])
+    expect_error(lambda: F.cross_entropy(logits, one_hot), ShapeError, "cross_entropy",
+                 "target shape [4, 3]", "HINT: one-hot labels?", "target.argmax(dim=1)")
+    assert runs == []
+    # the hint's way out gives the loss of the class indices
+    labels = one_hot.argmax(dim=1)
+    log_probs = logits.numpy().astype(np.float64)
+    log_probs = log_probs - np.log(np.exp(log_probs).sum(1, keepdims=True))
+    np.testing.assert_allclose(F.cross_entropy(logits, labels).item(),
+                               -log_probs[np.arange(4), labels.numpy()].mean(), rtol=1e-5)
+
+
+def test_class_index_out_of_range_names_the_index_and_class_count(rng, runs):
+    import graphc.nn.functional as F
+    logits = pending(rng, 5, 4)
+    labels = rng.integers(0, 4, size=5)
+    labels[3] = 6
+    expect_error(lambda: F.cross_entropy(logits, graphc.tensor(labels)), IndexError, "cross_entropy",
+                 "Target 6 is out of bounds", "4 classes", "valid targets are 0..3")
+    labels[3] = -2
+    expect_error(lambda: F.nll_loss(logits.log_softmax(1), graphc.tensor(labels)), IndexError, "nll_loss",
+                 "Target -2 is out of bounds", "4 classes")
+    assert runs == []
+
+
+# ---- autograd ---------------------------------------------------------------------------------
+def test_backward_on_a_non_scalar_names_the_call_and_the_output(rng, runs):
+    w = graphc.tensor(rng.uniform(-1, 1, size=(2, 3)), requires_grad=True)
+    y = w * 2                                 # the output's own line is named too
+    made = y._node.where
+    expect_error(lambda: y.backward(), RuntimeError, "backward",
+                           "grad can be implicitly created only for scalar outputs", "shape [2, 3]",
+                           f"made at {made}", "HINT: pass gradient=")
+    assert f"{THIS_FILE}:" in made
+    expect_error(lambda: graphc.autograd.grad(y, w), RuntimeError, "autograd.grad", "scalar outputs")
+    expect_error(lambda: (pending(rng, 3) * 2).sum().backward(), RuntimeError, "backward",
+                 "does not require grad", "requires_grad=True")
+    assert runs == []
+
+
+def test_backward_twice_accumulates(rng):
+    """PyTorch frees a graph's saved tensors after backward and raises "Trying to backward through
+    the graph a second time" unless retain_graph=True. graphc keeps the second backward working
+    and accumulates, as PyTorch does with retain_graph=True: its backward is a symbolic pass over a
+    forward graph that is never freed, so a second pass is as well defined as the first; and
+    graphc has no saved tensors to track, so imitating the error would also reject programs
+    PyTorch accepts (a second backward through ops that save nothing, such as sum or add)."""
+    values = rng.uniform(-1, 1, size=3)
+    w = graphc.tensor(values, requires_grad=True)
+    loss = (w * w * w).sum()
+    loss.backward()
+    np.testing.assert_allclose(w.grad.numpy(), 3 * values ** 2, rtol=1e-6)
+    loss.backward()                           # PyTorch: RuntimeError without retain_graph=True
+    np.testing.assert_allclose(w.grad.numpy(), 6 * values ** 2, rtol=1e-6)
+    loss.backward(retain_graph=True)
+    np.testing.assert_allclose(w.grad.numpy(), 9 * values ** 2, rtol=1e-6)
+
+
+# ---- load_state_dict ---------------------------------------------------------------------------
+class _TwoLayer(graphc.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = graphc.nn.Linear(4, 3)
+        self.out = graphc.nn.Linear(3, 2)
+
+
+def test_load_state_dict_size_mismatch(rng):
+    model = _TwoLayer()
+    state = dict(model.state_dict())
+    state["fc.weight"] = graphc.tensor(rng.uniform(-1, 1, size=(3, 5)).astype(np.float32))
+    expect_error(lambda: model.load_state_dict(state), RuntimeError, "load_state_dict",
+                 "Error(s) in loading state_dict for _TwoLayer", "size mismatch for fc.weight: copying a param "
+                 "with shape graphc.Size([3, 5]) from checkpoint, the shape in current model is graphc.Size([3, 4]).")
+    before = model.fc.weight.detach().numpy().copy()
+    expect_error(lambda: model.load_state_dict(state, strict=False), RuntimeError, "load_state_dict",
+                 "size mismatch for fc.weight")
+    np.testing.assert_array_equal(model.fc.weight.detach().numpy(), before)
+
+
+def test_load_state_dict_missing_and_unexpected_keys(rng):
+    model, source = _TwoLayer(), _TwoLayer()
+    state = dict(source.state_dict())
+    del state["out.bias"]
+    state["head.weight"] = graphc.tensor(rng.uniform(-1, 1, size=2).astype(np.float32))
+    expect_error(lambda: model.load_state_dict(state), RuntimeError, "load_state_dict",
+                 'Missing key(s) in state_dict: "out.bias".', 'Unexpected key(s) in state_dict: "head.weight".',
+                 "HINT: pass strict=False")
+    wrapped = {"module." + key: value for key, value in source.state_dict().items()}
+    expect_error(lambda: model.load_state_dict(wrapped), RuntimeError, "load_state_dict",
+                 '"module.fc.weight"', "start with 'module.'", "removeprefix")
+    result = model.load_state_dict(state, strict=False)
+    assert result.missing_keys == ["out.bias"] and result.unexpected_keys == ["head.weight"]
+    np.testing.assert_array_equal(model.fc.weight.detach().numpy(), source.fc.weight.detach().numpy())
+
+
+# ---- graphc.compile(strict=True) ---------------------------------------------------------------
+def _strict_step(rng, **options):
+    model = graphc.nn.Linear(4, 2)
+    optimizer = graphc.optim.SGD(model.parameters(), lr=0.1)
+
+    def train_step(x, y):
+        optimizer.zero_grad()
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        return loss
+    return model, graphc.compile(train_step, **options)
+
+
+def _numpy_loss(model, x, y):
+    w, b = model.weight.detach().numpy().astype(np.float64), model.bias.detach().numpy().astype(np.float64)
+    return float((((x @ w.T + b) - y) ** 2).mean())
+
+
+def test_strict_compile_raises_naming_the_changed_argument(rng):
+    model, step = _strict_step(rng, strict=True)
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    y = rng.standard_normal((8, 2)).astype(np.float32)
+    for _ in range(3):   # the first call creates gradients: its trace is not kept, the second's is
+        expected = _numpy_loss(model, x, y)
+        np.testing.assert_allclose(step(graphc.tensor(x), graphc.tensor(y)).item(), expected, rtol=1e-5)
+    traces = step.stats()["traces"]
+    small = graphc.tensor(x[:5])
+    expect_error(lambda: step(small, graphc.tensor(y[:5])), graphc.errors.RetraceError, "graphc.compile",
+                 "train_step (strict=True)", "argument 0 (x).shape changed from (8, 4) to (5, 4)",
+                 "HINT: strict mode never retraces")
+    expect_error(lambda: step(graphc.tensor(x).double(), graphc.tensor(y)), RuntimeError, "graphc.compile",
+                 "argument 0 (x).dtype changed from 'float32' to 'float64'")
+    model.eval()
+    expect_error(lambda: step(graphc.tensor(x), graphc.tensor(y)), RuntimeError, "graphc.compile",
+                 "Linear training[0] changed from True to False")
+    model.train()
+    assert step.stats()["traces"] == traces   # nothing was traced again
+    expected = _numpy_loss(model, x, y)       # and the program still replays
+    np.testing.assert_allclose(step(graphc.tensor(x), graphc.tensor(y)).item(), expected, rtol=1e-5)
+
+
+def test_strict_from_the_environment_and_not_by_default(rng, monkeypatch):
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    monkeypatch.setenv("GRAPHC_STRICT", "1")
+    _, strict = _strict_step(rng)
+    _, relaxed = _strict_step(rng, strict=False)
+    monkeypatch.delenv("GRAPHC_STRICT")
+    _, default = _strict_step(rng)
+    for step in (strict, relaxed, default):
+        for _ in range(2):
+            step(graphc.tensor(x), graphc.tensor(x[:, :2]))
+    expect_error(lambda: strict(graphc.tensor(x[:1]), graphc.tensor(x[:1, :2])), RuntimeError,
+                 "graphc.compile", "argument 0 (x).shape changed from (3, 4) to (1, 4)")
+    for step in (relaxed, default):
+        model_loss = step(graphc.tensor(x[:1]), graphc.tensor(x[:1, :2]))
+        assert model_loss.shape == ()
+        assert "argument 0.shape" in step.stats()["history"][-1]["reason"]

@@ -10,7 +10,7 @@ import networkx as nx
 
 from graphc import dtypes
 from graphc.autograd.grad_mode import no_grad
-from graphc.errors import GraphcError
+from graphc.errors import GraphcError, op_error
 from graphc.lazy import (LazyNode, build_graph, check_unchanged, graph_to_lazy, make_node,
                          python_scalar_node)
 from graphc.passes.autodiff import autodiff
@@ -22,7 +22,9 @@ def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _seeds(outputs, grad_outputs):
+def _seeds(outputs, grad_outputs, op):
+    """The gradient each output starts from. `op` ('backward' or 'autograd.grad') heads errors."""
+    from graphc.source_location import user_location
     from graphc.tensor import Tensor
     grad_outputs = _as_list(grad_outputs) or [None] * len(outputs)
     if len(grad_outputs) != len(outputs):
@@ -30,14 +32,18 @@ def _seeds(outputs, grad_outputs):
     seeds = []
     for number, (output, grad) in enumerate(zip(outputs, grad_outputs)):
         if not output.requires_grad:
-            raise RuntimeError(f"element {number} of tensors does not require grad and does not have "
-                               f"a grad_fn")
+            raise op_error(op, f"element {number} of tensors does not require grad and does not have "
+                               f"a grad_fn", user_location(),
+                           hint="no input of this computation requires grad: create the parameters with "
+                                "requires_grad=True (or call .requires_grad_()), and compute outside "
+                                "graphc.no_grad()")
         if grad is None:
             if output.numel() != 1:
-                raise RuntimeError(
-                    f"grad can be implicitly created only for scalar outputs (the output has shape "
-                    f"{list(output.shape)}, made at {output._node.where}).\nHINT: pass gradient=, "
-                    f"e.g. y.backward(gradient=graphc.ones_like(y)), or reduce y to a scalar first")
+                raise op_error(
+                    op, f"grad can be implicitly created only for scalar outputs, but the output has "
+                        f"shape {list(output.shape)} (made at {output._node.where})", user_location(),
+                    hint="pass gradient=, e.g. y.backward(gradient=graphc.ones_like(y)), or reduce y to a "
+                         "scalar first (y.sum(), y.mean())")
             seed = python_scalar_node(1.0, output.dtype, output._node.where)
             if output.ndim:
                 seed = make_node("expand", [seed], seed.where, shape=output._shape)
@@ -117,7 +123,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     """Accumulate d(tensors)/d(leaf) into every leaf's `.grad`."""
     from graphc.tensor import Tensor
     outputs = _as_list(tensors)
-    seeds = _seeds(outputs, grad_tensors)
+    seeds = _seeds(outputs, grad_tensors, "backward")
     if inputs is not None:
         leaves = [t._node for t in _as_list(inputs)]
         targets = [t for t in _as_list(inputs)]
@@ -153,7 +159,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     for number, tensor in enumerate(input_list):
         if not tensor.requires_grad:
             raise RuntimeError(f"One of the differentiated Tensors (input {number}) does not require grad")
-    seeds = _seeds(outputs, grad_outputs)
+    seeds = _seeds(outputs, grad_outputs, "autograd.grad")
     grads = derive([o._node for o in outputs], seeds, [t._node for t in input_list], create_graph)
     results = []
     for number, (tensor, value) in enumerate(zip(input_list, grads)):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-def compile(function=None, *, backend=None, max_variants=None, check=False):
+def compile(function=None, *, backend=None, max_variants=None, check=False, strict=None):
     """Compile `function` (or a Module's forward): traced once per input signature, replayed after.
 
         @graphc.compile
@@ -19,12 +19,14 @@ def compile(function=None, *, backend=None, max_variants=None, check=False):
     the line. `backend="numpy"` replays on the reference interpreter instead of C. `check=True`
     runs every kernel beside the reference interpreter and raises `graphc.errors.CheckFailure`
     naming the first kernel (and node, and line) whose result differs (slow; as GRAPHC_CHECK=1).
+    `strict=True` (or GRAPHC_STRICT=1) traces once: a later call with a different signature raises
+    `graphc.errors.RetraceError` naming what changed, instead of tracing again.
     """
     from graphc.compile.function import MAX_VARIANTS, CompiledFunction
 
     def wrap(target):
         return CompiledFunction(target, backend=backend, max_variants=max_variants or MAX_VARIANTS,
-                                check=check)
+                                check=check, strict=strict)
     return wrap if function is None else wrap(function)
 
 

@@ -7,6 +7,8 @@ memory, so `model.state_dict()`, `p.grad` and `optimizer.state` stay true after 
 """
 from __future__ import annotations
 
+import inspect
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from graphc import backend as backend_module
 from graphc import lazy
 from graphc.compile import guards as guard_module
 from graphc.compile.tracer import TraceContext, TraceError
+from graphc.errors import RetraceError, op_error
 from graphc.lazy import Storage, build_graph, strided_view
 from graphc.size import CPU
 from graphc.tensor import Tensor
@@ -141,8 +144,11 @@ class Variant:
 class CompiledFunction:
     """The callable `graphc.compile` returns."""
 
-    def __init__(self, function, backend=None, max_variants: int = MAX_VARIANTS, check: bool = False):
+    def __init__(self, function, backend=None, max_variants: int = MAX_VARIANTS, check: bool = False,
+                 strict: bool | None = None):
         self.function = function
+        # strict: once a trace is kept, a call it does not cover raises instead of retracing
+        self.strict = os.environ.get("GRAPHC_STRICT", "0") not in ("", "0") if strict is None else strict
         self.backend = backend
         self.check = check   # run each kernel beside the reference interpreter (graphc.check)
         self.max_variants = max_variants
@@ -167,6 +173,8 @@ class CompiledFunction:
                     from graphc.compile.fast_path import FastReplay
                     self._fast = FastReplay(self, variant, self.function, args, kwargs, modules, optimizers)
                 return self._replay(variant, args, kwargs)
+        if self.strict and self.variants:
+            raise self._strict_error(guards)
         reason = self._reason(guards)
         if len(self.variants) >= self.max_variants:
             warnings.warn(f"graphc.compile: {self.__name__} was traced {len(self.variants)} times "
@@ -185,6 +193,30 @@ class CompiledFunction:
             return "the previous trace changed the state it was traced under"
         name, old, new = difference
         return f"guard '{name}' changed: {_short(old)} -> {_short(new)}"
+
+    def _strict_error(self, guards) -> RetraceError:
+        """What changed since the trace, for a strict function (the first differing guard)."""
+        from graphc.source_location import user_location
+        name, old, new = guard_module.first_difference(self.variants[0].guards, guards)
+        if name.startswith("argument "):   # "argument 0.shape" -> "argument 0 (x).shape"
+            number = name[len("argument "):].split(".")[0].split("[")[0]
+            name = self._argument_label(int(number)) + name[len("argument ") + len(number):]
+        return op_error(
+            "graphc.compile", f"{self.__name__} (strict=True) was traced for one signature and called "
+                              f"with another: {name} changed from {_short(old)} to {_short(new)}",
+            user_location(), kind=RetraceError,
+            hint="strict mode never retraces: call it with the same shapes, dtypes, modes and state "
+                 "layout as the first call, or compile without strict=True (a changed call then traces "
+                 f"again; {self.__name__}.stats() lists why)")
+
+    def _argument_label(self, position: int) -> str:
+        """'argument 0 (x)': the guard's position with the parameter's name when it is known."""
+        try:
+            parameters = [p.name for p in inspect.signature(self.function).parameters.values()
+                          if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        except (TypeError, ValueError):
+            parameters = []
+        return f"argument {position}" + (f" ({parameters[position]})" if position < len(parameters) else "")
 
     # ---- tracing ---------------------------------------------------------------------------------
     def _trace_and_run(self, args, kwargs, modules, optimizers, schedulers, guards, reason):

@@ -49,6 +49,10 @@ def discover(function, args, kwargs):
     return list(modules.values()), list(optimizers.values()), list(schedulers.values())
 
 
+# a tensor argument's guard: named fields, so a retrace reason reads "argument 0.shape"
+TensorGuard = collections.namedtuple("TensorGuard", "kind shape dtype strides offset requires_grad device")
+
+
 def tensor_signature(tensor: Tensor) -> tuple:
     return (tuple(tensor._shape), tensor.dtype.name, tuple(tensor._strides), tensor._offset,
             tensor.requires_grad, str(tensor.device))
@@ -83,7 +87,7 @@ def signature(args, kwargs, modules, optimizers) -> dict:
         else:
             name = f"argument {position}"
         if isinstance(value, Tensor):
-            guards[name] = ("tensor",) + tensor_signature(value)
+            guards[name] = TensorGuard("tensor", *tensor_signature(value))
         elif isinstance(value, (int, float, bool, str, type(None))):
             guards[name] = value
         else:
@@ -114,7 +118,8 @@ def signature(args, kwargs, modules, optimizers) -> dict:
 def first_difference(old: dict, new: dict):
     """(guard name, old value, new value) of the first guard that differs, or None. Inside a
     guard made of nested tuples (one entry per parameter...), the name gets the path to the first
-    entry that differs, e.g. "Sequential parameters[0][4]", and the values are that entry's."""
+    entry that differs, down to a named field, e.g. "Sequential parameters[0].grad" or
+    "argument 0.shape", and the values are that entry's."""
     for name in list(old) + [n for n in new if n not in old]:
         before, after = old.get(name, "<absent>"), new.get(name, "<absent>")
         if before != after:
@@ -124,5 +129,7 @@ def first_difference(old: dict, new: dict):
                 fields = getattr(before, "_fields", None)
                 path += f".{fields[index]}" if fields else f"[{index}]"
                 before, after = before[index], after[index]
+                if fields:   # a named field (a shape, a dtype) reads best whole
+                    break
             return name + path, before, after
     return None

@@ -704,13 +704,17 @@ def _class_target(op, input, target, where, ignore_index=None):
     else:
         expected = (input.shape[0],) + tuple(input.shape[2:])
     if tuple(target.shape) != expected:
+        shapes = f"input shape {list(input.shape)}, target shape {list(target.shape)}"
         if input.ndim >= 2 and target.ndim >= 1 and target.shape[0] != input.shape[0]:
             message = (f"Expected input batch_size ({input.shape[0]}) to match target batch_size "
-                       f"({target.shape[0]}).")
+                       f"({target.shape[0]}); {shapes}")
         else:
-            message = (f"expected target of shape {list(expected)} for input of shape {list(input.shape)}, "
-                       f"got {list(target.shape)}")
-        raise op_error(op, message, where, kind=ShapeError)
+            message = f"expected class-index target of shape {list(expected)}; {shapes}"
+        hint = None
+        if tuple(target.shape) == tuple(input.shape):   # integer one-hot labels
+            hint = ("one-hot labels? pass the class indices, target.argmax(dim=1), or class probabilities "
+                    "as a floating-point tensor, target.float()")
+        raise op_error(op, message, where, hint=hint, kind=ShapeError)
     classes = input.shape[0 if input.ndim == 1 else 1]
     if target._storage.is_realized and target.numel():
         values = np.asarray(target._value())

@@ -10,9 +10,11 @@ import itertools
 from collections import OrderedDict, namedtuple
 
 from graphc import dtypes
+from graphc.errors import op_error
 from graphc.autograd.grad_mode import no_grad
 from graphc.nn.parameter import Parameter
 from graphc.size import device as Device
+from graphc.source_location import user_location
 from graphc.tensor import Tensor
 
 class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
@@ -547,8 +549,9 @@ class Module:
                 error_msgs.insert(0, "Missing key(s) in state_dict: {}. ".format(
                     ", ".join(f'"{k}"' for k in missing_keys)))
         if error_msgs:
-            raise RuntimeError("Error(s) in loading state_dict for {}:\n\t{}".format(
-                type(self).__name__, "\n\t".join(error_msgs)))
+            raise op_error("load_state_dict", "Error(s) in loading state_dict for {}:\n\t{}".format(
+                type(self).__name__, "\n\t".join(error_msgs)), user_location(),
+                hint=_key_hint(missing_keys, unexpected_keys) if strict else None)
         return _IncompatibleKeys(missing_keys, unexpected_keys)
 
     # ---- printing -------------------------------------------------------------------------------
@@ -572,3 +575,16 @@ class Module:
             else:
                 text += "\n  " + "\n  ".join(lines) + "\n"
         return text + ")"
+
+
+def _key_hint(missing: list, unexpected: list) -> str | None:
+    """A hint for a strict load whose keys do not match: a wrapper's prefix, or strict=False."""
+    if not missing and not unexpected:
+        return None
+    for prefix in ("module.", "_orig_mod."):   # saved from a DataParallel / compiled wrapper
+        if unexpected and all(k.startswith(prefix) for k in unexpected) and \
+                {k[len(prefix):] for k in unexpected} >= set(missing):
+            return (f"the checkpoint's keys start with {prefix!r} (saved from a wrapped model): "
+                    f"strip it, {{k.removeprefix({prefix!r}): v for k, v in state_dict.items()}}")
+    return ("pass strict=False to load only the matching entries (load_state_dict then returns the "
+            "missing and unexpected keys)")
