@@ -162,11 +162,14 @@ def cuda(self, device=None, non_blocking=False, memory_format=None):
 
 
 def nonzero(self, as_tuple=False):
+    """Coordinates of the nonzero elements (data-dependent: computed now, on the host, and put on
+    the tensor's device)."""
     coordinates = np.nonzero(np.asarray(self._value()))
+    device = self.device
     if as_tuple:
-        return tuple(Tensor._from_array(c.astype(np.int64)) for c in coordinates)
+        return tuple(Tensor._from_array(c.astype(np.int64)).to(device) for c in coordinates)
     return Tensor._from_array(np.stack(coordinates, axis=1).astype(np.int64)
-                              if coordinates else np.zeros((0, 0), dtype=np.int64))
+                              if coordinates else np.zeros((0, 0), dtype=np.int64)).to(device)
 
 
 def all_(self, dim=None, keepdim=False):

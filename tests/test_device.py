@@ -518,3 +518,14 @@ def test_layers_made_with_device_live_there(fake_cuda, rng):
     weight, bias = linear.weight.detach().cpu().numpy(), linear.bias.detach().cpu().numpy()
     np.testing.assert_allclose(out.detach().cpu().numpy(), a.astype(np.float64) @ weight.T + bias,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_nonzero_of_a_cuda_tensor_stays_on_the_device(fake_cuda, rng):
+    a = rng.integers(0, 2, (4, 5))
+    x = graphc.tensor(a, device="cuda")
+    found = x.nonzero()
+    assert found.device == "cuda:0"
+    np.testing.assert_array_equal(found.cpu().numpy(), np.stack(np.nonzero(a), axis=1))
+    rows, cols = x.nonzero(as_tuple=True)
+    assert rows.device == cols.device == "cuda:0"
+    np.testing.assert_array_equal(cols.cpu().numpy(), np.nonzero(a)[1])
