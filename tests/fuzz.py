@@ -227,6 +227,52 @@ def _progress(total: int):
     return update, lambda: None
 
 
+def _parallel(batches: list, seed: int, jobs: int, deadline):
+    """Yield (batch, findings) from `jobs` worker processes. A worker that dies (a crash in native
+    code) breaks the pool: the batches it held are run again one by one in a fresh process, to
+    name the one that kills it, and the soak goes on with a new pool."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+    context = multiprocessing.get_context("spawn")
+
+    def pool_of(size):
+        return ProcessPoolExecutor(size, mp_context=context, initializer=_worker_setup)
+
+    def isolated(group):
+        with pool_of(1) as alone:
+            try:
+                return alone.submit(check_batch, seed, group).result()
+            except BrokenProcessPool:
+                replay = " or ".join(f"--seed {seed} --only {k}" for k in group)
+                return [Finding(f"--seed {seed}, programs {group}",
+                                f"the process checking these programs died (a crash in native code?); "
+                                f"replay each alone: {replay}", [], "")]
+
+    queue = list(batches)
+    while queue:
+        running, broken = {}, []
+        with pool_of(jobs) as pool:
+            while queue or running:
+                while queue and len(running) < 2 * jobs and not broken and \
+                        (deadline is None or time.perf_counter() < deadline):
+                    group = queue.pop(0)
+                    running[pool.submit(check_batch, seed, group)] = group
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    group = running.pop(future)
+                    try:
+                        yield group, future.result()
+                    except BrokenProcessPool:
+                        broken.append(group)
+        for group in broken:
+            yield group, isolated(group)
+        if deadline is not None and time.perf_counter() > deadline:
+            return
+
+
 def soak(graphs: int, seed: int, max_seconds: float | None = None, jobs: int = 1, batch: int = 8,
          only: int | None = None, progress: bool = True) -> dict:
     """Check `graphs` programs of `seed` (or just program `only`). -> summary with the findings."""
@@ -244,28 +290,10 @@ def soak(graphs: int, seed: int, max_seconds: float | None = None, jobs: int = 1
             done += len(group)
             update(len(group))
     else:
-        import multiprocessing
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_setup) as pool:
-            queue = list(batches)
-            running = {}
-            while queue or running:
-                while queue and len(running) < 2 * jobs and (deadline is None or time.perf_counter() < deadline):
-                    group = queue.pop(0)
-                    running[pool.submit(check_batch, seed, group)] = group
-                if not running:
-                    break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    group = running.pop(future)
-                    try:
-                        findings.extend(future.result())
-                    except Exception as error:   # a worker died (e.g. a crash in native code)
-                        findings.append(Finding(f"--seed {seed}, programs {group}", f"worker died: {error!r}",
-                                                [], ""))
-                    done += len(group)
-                    update(len(group))
+        for group, found in _parallel(batches, seed, jobs, deadline):
+            findings.extend(found)
+            done += len(group)
+            update(len(group))
     close()
     return {"programs": done, "seconds": time.perf_counter() - started, "findings": findings,
             "seed": seed}
