@@ -131,12 +131,17 @@ def reproducer(programs: list, failure: Failure, origin: str) -> str:
              "from graphc.backends.c import CompiledGraph", "from graphc.lazy import build_graph", ""]
     calls = []
     for k, program in enumerate(programs):
-        built = random_programs.build(program)
+        built = random_programs.Built(program)
+        try:
+            random_programs.build(program, built)
+        except Exception:   # the failure is building it: the script ends with the line that raises
+            built.output_names = []
         lines.append(f"def program_{k}():")
         lines.append(f"    # {program.describe()}")
         for code in built.lines:
             lines.extend("    " + line for line in code.splitlines())
-        lines.append(f"    return {{{', '.join(f'{n!r}: {n}' for n in built.output_names)}}}")
+        lines.append(f"    return {{{', '.join(f'{n!r}: {n}' for n in built.output_names)}}}"
+                     if built.output_names else "    return {}")
         lines.append("")
         calls.append(f"program_{k}()")
     lines += [
@@ -177,7 +182,17 @@ class Finding:
 
 
 def check_batch(seed: int, indices: list) -> list:
-    """Check programs `indices` of `seed` as one graph; minimize whatever fails. -> [Finding]"""
+    """Check programs `indices` of `seed` as one graph; minimize whatever fails. -> [Finding]
+    (a failure of the soak's own machinery is reported as a finding too, never lost)"""
+    try:
+        return _check_batch(seed, indices)
+    except Exception:
+        import traceback
+        return [Finding(f"--seed {seed}, programs {indices}",
+                        "the fuzzer itself failed on these programs:\n" + traceback.format_exc(), [], "")]
+
+
+def _check_batch(seed: int, indices: list) -> list:
     programs = [program_at(seed, k) for k in indices]
     failure = check(programs)
     if failure is None:

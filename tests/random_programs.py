@@ -19,7 +19,7 @@ import numpy as np
 import graphc
 
 KINDS = ["unary", "binary", "permute", "slice", "reduce", "expand", "reshape", "matmul", "where",
-         "cast", "softmax"]
+         "cast", "softmax", "select", "cat"]
 
 # simplest first: the minimizer moves towards index 0
 UNARY = {
@@ -158,11 +158,14 @@ def step_code(kind: str, a: int, b: int, t) -> str | None:
     if kind == "matmul" and rank >= 1:
         k = 1 + a % 4
         dtype = _dtype_name(t)
-        variant = b % 3
+        variant = b % 4
         if variant == 1 and rank >= 2:
             return f"w = {_array((k, shape[-2]), dtype)}\nt = w @ t"
         if variant == 2 and rank >= 2:
             return f"w = {_array((shape[-2], k), dtype)}\nt = t.transpose(-2, -1) @ w"
+        if variant == 3 and 2 <= rank < MAX_RANK:   # batched, the batch broadcasting
+            batch = (shape[-3] if (b // 4) % 2 else 1) if rank >= 3 else (b // 8) % 2 + 1
+            return f"w = {_array((batch, shape[-1], k), dtype)}\nt = t @ w"
         return f"w = {_array((shape[-1], k), dtype)}\nt = t @ w"
     if kind == "where":
         variant = b % 3
@@ -177,20 +180,31 @@ def step_code(kind: str, a: int, b: int, t) -> str | None:
         # boundaries, where truncation would turn a last-bit rounding difference into a whole unit
         return ["t = t.double().float()", "t = (t * 4 + 0.3183).long().float() * 0.25",
                 "t = ((t * 4 + 0.3183).long() % 3).float() + t", "t = (t * 3 + 0.3183).int().double()"][b % 4]
+    if kind == "select" and rank >= 1:   # an integer index drops a dimension
+        dim = a % rank
+        index = (a // rank) % shape[dim] - (shape[dim] if b % 2 else 0)
+        if (b // 2) % 2:
+            return f"t = t.select({dim}, {index})"
+        return f"t = t[{', '.join([':'] * dim + [str(index)])}]"
+    if kind == "cat" and rank >= 1:
+        dim = a % rank
+        partner = ["t * 0.5", "t.relu()", f"t.narrow({dim}, 0, 1)"][b % 3]
+        return f"t = graphc.cat([t, {partner}], dim={dim})"
     if kind == "softmax" and rank >= 1:
         dim = a % rank
         return f"t = t.{'log_softmax' if b % 2 else 'softmax'}({dim})"
     return None
 
 
-def build(program: Program) -> Built:
-    """Build `program` by executing its lines; the outputs are lazy tensors."""
-    built = Built(program)
+def build(program: Program, built: Built | None = None) -> Built:
+    """Build `program` by executing its lines; the outputs are lazy tensors. Pass `built` to
+    keep the lines that ran when a line raises."""
+    built = Built(program) if built is None else built
     namespace = {"graphc": graphc, "np": np}
 
     def run(code):
+        built.lines.append(code)   # first: a line that raises is part of the story
         exec(code, namespace)   # noqa: S102 - our own generated lines
-        built.lines.append(code)
 
     run(f"rng = np.random.default_rng({program.seed})")
     run(f"x = graphc.tensor(rng.standard_normal({tuple(program.shape)!r}).astype(np.float32), "
@@ -229,7 +243,7 @@ def simpler_variants(program: Program):
     for d in range(len(shape)):
         yield replace(program, shape=tuple(shape[:d] + shape[d + 1:]))
         for smaller in sorted({1, (shape[d] + 1) // 2, shape[d] - 1}):
-            if smaller < shape[d]:
+            if 1 <= smaller < shape[d]:
                 yield replace(program, shape=tuple(shape[:d] + [smaller] + shape[d + 1:]))
     for k, (kind, a, b) in enumerate(steps):
         for simpler in ((kind, 0, 0), (kind, a, 0), (kind, 0, b), (kind, a // 2, b), (kind, a, b // 2)):

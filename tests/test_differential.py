@@ -99,6 +99,28 @@ def test_soak_exit_status(sqrt_is_miscompiled, tmp_path, monkeypatch, capsys):
     assert list(tmp_path.glob("repro_seed3_1.py"))
 
 
+def test_a_crash_is_minimized_like_a_mismatch(monkeypatch):
+    """A compiled program that raises (here: any graph with a matmul) is a finding of its own kind."""
+    original = c_backend.CompiledGraph.__call__
+
+    def crashing(self, bindings, out=None):
+        if any(self.graph.node(i).op == "matmul" for i in self.graph.topo_order()):
+            raise FloatingPointError("planted crash")
+        return original(self, bindings, out)
+    monkeypatch.setattr(c_backend.CompiledGraph, "__call__", crashing)
+    steps = (("unary", 4, 9), ("matmul", 2, 0), ("reduce", 5, 3), ("slice", 7, 1))
+    program = Program((3, 4), steps, True, 21)
+    failure = fuzz.check([program])
+    assert failure.signature == ("crash", "compile and run", "FloatingPointError")
+    small, small_failure = fuzz.minimize(program, failure)
+    assert small_failure.signature == failure.signature and "planted crash" in small_failure.message
+    body = random_programs.build(small).lines[3:]
+    assert len(body) == 1 and body[0].endswith("t = t @ w"), body
+    script = fuzz.reproducer([small], small_failure, "test")
+    with pytest.raises(FloatingPointError, match="planted crash"):
+        runpy.run_path(_write(script), run_name="__main__")
+
+
 def _computes_sqrt(seed, index) -> bool:
     """Whether program `index` of `seed` computes a sqrt (the generator may stop before it)."""
     built = random_programs.build(fuzz.program_at(seed, index))
