@@ -1,9 +1,10 @@
 """Differential test: random graphs compiled by the C backend against the reference interpreter.
 
 A program (random_programs.py) is a chain of ops: elementwise with broadcasting, views (permute,
-strided slices with negative starts, expand of new and size-1 dimensions, reshape), reductions
-(sum/amax/amin/mean over one, several or all axes, with and without keepdim), matmul, softmax,
-comparisons feeding where, float and integer casts, optionally differentiated. It is built with
+strided slices with negative starts, integer indexing, expand of new and size-1 dimensions,
+reshape), cat, reductions (sum/amax/amin/mean over one, several or all axes, with and without
+keepdim), matmul (batched too), softmax, comparisons feeding where, float and integer casts,
+optionally differentiated. It is built with
 the Tensor API and the gathered graph runs both ways. Hypothesis draws programs here; the seeded
 soak `python -m tests.fuzz` (fuzz.py) draws many more and minimizes what fails. CI runs a bounded
 number of both.
