@@ -38,7 +38,7 @@ stages (pipeline order):
   fuse      kernels: the nodes each computes and the user lines they came from
   memory    buffers and the arena plan (peak bytes, known before anything runs)
   c         the generated C source, as the C compiler received it
-  cuda      the CUDA source (the CUDA backend is not built yet)
+  cuda      the CUDA source (one __global__ per launch) and its launch manifest, as NVRTC gets it
   all       all of the above
 default: summary, trace and fuse on the terminal; every stage with --out.
 
@@ -213,12 +213,10 @@ def show(entries, stages, fmt) -> None:
     blocks = []
     for entry in entries:
         for stage in stages:
-            if stage != "cuda" and not (fmt == "dot" and stage == "summary"):
+            if not (fmt == "dot" and stage == "summary"):
                 blocks.append(views.render(entry, stage, fmt))
     if not entries:
         blocks.append(comment + views.summaries_text([]))
-    if "cuda" in stages:   # one line, not one per graph
-        blocks.append(comment + views.CUDA_MESSAGE)
     if blocks:
         print("\n\n".join(blocks))
 
@@ -228,8 +226,6 @@ def show_files(dump, entries, stages, fmt, directory) -> None:
     formats = FORMATS if fmt is None else (fmt,)
     written = dump.write_dump(directory, entries, [s for s in stages if s != "summary"], formats)
     print(views.summaries_text(entries))
-    if "cuda" in stages:
-        print(views.CUDA_MESSAGE)
     print(f"\nwrote {len(written)} files to {directory}")
 
 

@@ -202,7 +202,7 @@ def write_dump(directory, entries=None, stages=STAGES, formats=("text", "json", 
     """Write one file per graph, stage and format under `directory`; return the paths written.
 
     summary.txt lists every graph; graphN.STAGE.txt/.json/.dot per stage (graphN.c for the C
-    source), and graphN.STAGE.svg next to each .dot when Graphviz's `dot` is installed.
+    source, graphN.cu for the CUDA source), and graphN.STAGE.svg next to each .dot when Graphviz's `dot` is installed.
     """
     from graphc import dump_views as views
     entries = records() if entries is None else entries
@@ -223,13 +223,14 @@ def write_dump(directory, entries=None, stages=STAGES, formats=("text", "json", 
     for entry in entries:
         base = f"graph{entry.index}"
         for stage in stages:
-            if stage == "cuda":
-                continue   # nothing to write: the CUDA backend is not built (see views.CUDA_MESSAGE)
             for fmt in formats:
                 if fmt == "dot" and stage not in GRAPH_STAGES:
                     continue   # memory and C are not graphs
                 if stage == "c" and fmt == "text":
                     put(f"{base}.c", entry.source)
+                    continue
+                if stage == "cuda" and fmt == "text":
+                    put(f"{base}.cu", views.cuda_source(entry)[0])
                     continue
                 extension = {"text": "txt", "json": "json", "dot": "dot"}[fmt]
                 path = put(f"{base}.{stage}.{extension}", views.render(entry, stage, fmt))

@@ -9,7 +9,8 @@ Stages, in pipeline order:
 - fuse      the kernels: which nodes each one computes and the user lines they came from
 - memory    the buffer table and the arena plan (peak bytes known before anything runs)
 - c         the C source exactly as the C compiler received it
-- cuda      not built yet: a one-line message
+- cuda      the same kernel IR rendered as CUDA C++ (one __global__ per launch) with its launch
+            manifest (grid, block, shared bytes, how loops map onto threads), as NVRTC would get it
 
 The JSON of a graph stage is the graph's own `Graph.to_json` form (so `Graph.load` reads it back),
 with the stage's extra facts (parts, kernels) under keys `Graph.from_dict` ignores.
@@ -23,7 +24,6 @@ import subprocess
 import sys
 from collections import Counter
 
-CUDA_MESSAGE = "cuda: CUDA backend not built (graphc generates C for the CPU only; no CUDA source to show)"
 PART_NAMES = ("input", "forward", "backward", "update", "other")
 
 
@@ -241,9 +241,6 @@ def render(entry, stage: str, fmt: str = "text") -> str:
     """One stage of one recorded graph as 'text', 'json' or 'dot'."""
     if stage == "summary":
         return to_json(summary_data(entry)) if fmt == "json" else summary_text(entry)
-    if stage == "cuda":
-        return to_json({"stage": "cuda", "available": False, "message": CUDA_MESSAGE}) \
-            if fmt == "json" else CUDA_MESSAGE
     if fmt == "dot" and stage not in ("trace", "autograd", "simplify", "fuse"):
         return f"// graph {entry.index}: the {stage} stage is not a graph; use --format text or json"
     return _STAGES[stage](entry, fmt)
@@ -393,8 +390,30 @@ def _c(entry, fmt):
     return "\n".join([f"/* {header} */", entry.source.rstrip("\n")])   # a comment: the text stays C
 
 
+def cuda_source(entry) -> tuple[str, list]:
+    """The CUDA rendering of the recorded graph's kernel IR: (source, launches). Rendering needs no
+    GPU, so every graph has one, whichever backend ran it."""
+    from codegen import render_cuda_program
+    if getattr(entry, "_cuda", None) is None:
+        entry._cuda = render_cuda_program(entry.program_ir)
+    return entry._cuda
+
+
+def _cuda(entry, fmt):
+    source, launches = cuda_source(entry)
+    if fmt == "json":
+        return to_json({"format": "graphc-source-1", "language": "cuda", "source": source,
+                        "launches": [{"name": l.name, "params": list(l.params), "grid": list(l.grid),
+                                      "block": list(l.block), "shared_bytes": l.shared_bytes,
+                                      "kernel": l.kernel, "mapping": l.mapping} for l in launches]})
+    header = _header(entry, "cuda", f"{len(source.splitlines())} lines, {len(launches)} launches, as given to NVRTC")
+    manifest = [f" *   {l.name}<<<{l.grid}, {l.block}, {l.shared_bytes}>>>({', '.join(l.params)})"
+                for l in launches]
+    return "\n".join([f"/* {header}", " * launches, in order:", *manifest, " */", source.rstrip("\n")])
+
+
 _STAGES = {"trace": _trace, "autograd": _autograd, "simplify": _simplify, "fuse": _fuse,
-           "memory": _memory, "c": _c}
+           "memory": _memory, "c": _c, "cuda": _cuda}
 
 
 # ---- Graphviz -------------------------------------------------------------------------------------------

@@ -137,6 +137,17 @@ def test_dumped_c_source_compiles(work, tmp_path):
     assert not artifact.cache_hit and artifact.path.is_file()
 
 
+def test_dumped_cuda_source_compiles_with_nvrtc(work, tmp_path):
+    import runtime
+    if not runtime.NVRTCCompiler.available():
+        pytest.skip("NVRTC is not installed (pip install nvidia-cuda-nvrtc-cu12 nvidia-cuda-runtime-cu12)")
+    root, _, _, step = work
+    source = (root / "out" / f"graph{step}.cu").read_text()
+    assert "train.py:14: " in source   # provenance comments name the user's lines, as in the C
+    artifact = runtime.NVRTCCompiler(arch="sm_80").compile(source, cache=runtime.BuildCache(tmp_path / "fresh"))
+    assert artifact.path.is_file()
+
+
 def test_stage_all_prints_every_stage_with_provenance(work):
     root, cache, _, _ = work
     result = graphc_command("dump", "train.py", "--stage", "all", "--", "again.json", cache_dir=cache, cwd=root)
@@ -145,7 +156,7 @@ def test_stage_all_prints_every_stage_with_provenance(work):
     step = re.findall(r"graph (\d+): train_step \(graphc.compile variant\)", text)[-1]   # the replayed one
     for header in STAGE_HEADERS:
         assert f"=== graph {step} {header}" in text, header   # (the C header is a /* comment */)
-    assert "CUDA backend not built" in text
+    assert f"=== graph {step} | cuda |" in text and 'extern "C" __global__' in text   # the CUDA rendering
     assert "build cache hit" in text                                # compiled by the fixture's run
     assert f"from train.py:14  {LOSS_LINE}" in text                # kernels name the user's line
     assert "parameter 0.weight" in text and "optimizer state 'momentum_buffer'" in text
@@ -174,7 +185,10 @@ def test_saved_graph_dump(work):
     assert result.returncode == 0, result.stderr
     assert "saved graph saved.json" in result.stdout
     assert Graph.load(root / "saved_out" / "graph0.trace.json") == Graph.load(root / "saved.json")
-    assert "CUDA backend not built" in result.stdout
+    cuda = json.loads((root / "saved_out" / "graph0.cuda.json").read_text())
+    assert cuda["language"] == "cuda" and cuda["launches"]
+    assert all(f'__global__ void __launch_bounds__' in cuda["source"] or launch["name"] in cuda["source"]
+               for launch in cuda["launches"])
 
 
 def test_graph_option_picks_one_graph(work):
