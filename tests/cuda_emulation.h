@@ -9,9 +9,10 @@
  * - A warp is 32 consecutive threads of the block. `__shfl_down_sync` publishes each lane's value
  *   in a per-warp slot array between two warp barriers; a lane whose source is past the warp's
  *   end keeps its own value, as on the GPU.
- * - Barriers are futex words with a deadline: a barrier some thread never reaches (a
- *   `__syncthreads()` inside divergent code, a shuffle on a partial warp) ends the launch with an
- *   error message instead of hanging the test.
+ * - Barriers are futex words with a deadline, and each round remembers where its first thread
+ *   waits: threads meeting at different barriers, or a barrier some thread never reaches (a
+ *   `__syncthreads()` inside divergent code), end the launch with an error message instead of
+ *   passing by luck or hanging the test.
  * - Dynamic shared memory (`GRAPHC_DYNAMIC_SHARED`, the prelude's `extern __shared__`) is one
  *   static array, filled with NaN bytes before every block so a read before a write shows.
  * - atomicAdd is a real atomic (std::atomic_ref); math functions are <cmath>'s overloads, which
@@ -58,18 +59,31 @@ namespace graphc_emulation {
 constexpr int WARP = 32;
 constexpr int MAX_THREADS = 1024;
 constexpr long SHARED_CAPACITY = 48 * 1024;   /* CUDA's default limit on dynamic shared memory */
-constexpr double DEADLOCK_SECONDS = 20.0;
 constexpr size_t STACK_BYTES = 512 * 1024;
 
 static char error_message[1024];
 static std::atomic<bool> broken{false};
 static const char *kernel_name = "";
 
-static void fail(const char *format, const char *what, int thread) {
+static double deadlock_seconds = 20.0;   /* how long a barrier waits before the launch is failed */
+
+static void fail_at_barrier(const char *what, int thread) {
   bool expected = false;
   if (broken.compare_exchange_strong(expected, true)) {
-    std::snprintf(error_message, sizeof error_message, format, kernel_name, blockIdx.x, blockIdx.y,
-                  blockIdx.z, thread, what);
+    std::snprintf(error_message, sizeof error_message,
+                  "kernel %s block (%u, %u, %u): thread %d waited more than %g s at %s; some thread of its "
+                  "group never got there (a barrier in divergent code?)",
+                  kernel_name, blockIdx.x, blockIdx.y, blockIdx.z, thread, deadlock_seconds, what);
+  }
+}
+
+static void fail_at_different_barriers(const char *here, const char *there, int thread) {
+  bool expected = false;
+  if (broken.compare_exchange_strong(expected, true)) {
+    std::snprintf(error_message, sizeof error_message,
+                  "kernel %s block (%u, %u, %u): thread %d reached %s while others of its group wait at %s "
+                  "(a barrier in divergent code)",
+                  kernel_name, blockIdx.x, blockIdx.y, blockIdx.z, thread, here, there);
   }
 }
 
@@ -89,24 +103,29 @@ class Barrier {
   void reset(int count) {
     count_ = count;
     arrived_.store(0);
+    site_.store(nullptr);
   }
 
   void wait(const char *what) {
     const int generation = generation_.load(std::memory_order_acquire);
+    const char *site = nullptr;   /* every thread of one round must be at the same barrier */
+    if (!site_.compare_exchange_strong(site, what) && std::strcmp(site, what) != 0) {
+      fail_at_different_barriers(what, site, linear_thread);
+    }
     if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == count_) {
       arrived_.store(0, std::memory_order_relaxed);
+      site_.store(nullptr, std::memory_order_relaxed);
       generation_.fetch_add(1, std::memory_order_release);
       syscall(SYS_futex, reinterpret_cast<int *>(&generation_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
       return;
     }
-    const double deadline = now() + DEADLOCK_SECONDS;
+    const double deadline = now() + deadlock_seconds;
     const timespec slice{1, 0};
     while (generation_.load(std::memory_order_acquire) == generation) {
       if (broken.load(std::memory_order_relaxed)) return;   /* the launch failed: run out, don't hang */
       syscall(SYS_futex, reinterpret_cast<int *>(&generation_), FUTEX_WAIT_PRIVATE, generation, &slice, nullptr, 0);
       if (generation_.load(std::memory_order_acquire) == generation && now() > deadline) {
-        fail("kernel %s block (%u, %u, %u): thread %d waited more than 20 s at %s; some thread of its "
-             "group never got there (a barrier in divergent code?)", what, linear_thread);
+        fail_at_barrier(what, linear_thread);
         return;
       }
     }
@@ -115,6 +134,7 @@ class Barrier {
  private:
   std::atomic<int> generation_{0};   /* the futex word (a 32-bit int, as futexes need) */
   std::atomic<int> arrived_{0};
+  std::atomic<const char *> site_{nullptr};   /* where this round's first thread waits */
   int count_ = 1;
 };
 static_assert(sizeof(std::atomic<int>) == sizeof(int), "a futex word is an int");
@@ -191,6 +211,7 @@ static bool grow_pool(int threads) {
   pthread_attr_init(&attributes);
   pthread_attr_setstacksize(&attributes, STACK_BYTES);
   for (; pool_size < threads; pool_size++) {
+    workers[pool_size].go.store(0);   /* what a new worker has seen: a pool released earlier left counts */
     if (pthread_create(&workers[pool_size].handle, &attributes, worker_main,
                        reinterpret_cast<void *>(intptr_t(pool_size))) != 0) {
       break;

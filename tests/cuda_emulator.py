@@ -144,14 +144,17 @@ def host_entries(source: str, launches) -> str:
     pieces.append('extern "C" __attribute__((visibility("default"))) const char *emu_error() '
                   "{ return graphc_emulation::error_message; }")
     pieces.append('extern "C" __attribute__((visibility("default"))) void emu_release() '
-                  "{ graphc_emulation::release_pool(); }\n")
+                  "{ graphc_emulation::release_pool(); }")
+    pieces.append('extern "C" __attribute__((visibility("default"))) void emu_set_deadline(double seconds) '
+                  "{ graphc_emulation::deadlock_seconds = seconds; }\n")
     return "\n".join(pieces)
 
 
 class EmulatedProgram:
     """A rendered CUDA program compiled for the host; `run(buffers)` runs its manifest in order."""
 
-    def __init__(self, source: str, launches, cache=None):
+    def __init__(self, source: str, launches, cache=None, deadline_seconds: float = 20.0):
+        """`deadline_seconds`: how long a thread may wait at a barrier before the launch fails."""
         self.launches = list(launches)
         self.source = source + host_entries(source, self.launches)
         self.artifact = EmulatorCompiler(cache=cache).compile(self.source, cache=cache)
@@ -163,6 +166,8 @@ class EmulatedProgram:
             entry.restype = ctypes.c_int
             self.entries[launch.name] = entry
         self.library.emu_error.restype = ctypes.c_char_p
+        self.library.emu_set_deadline.argtypes = [ctypes.c_double]
+        self.library.emu_set_deadline(deadline_seconds)
 
     def run(self, pointers: dict, grid_limit: int | None = None) -> None:
         """Run every launch with `pointers` ({buffer name: address}). `grid_limit` caps the
