@@ -164,6 +164,7 @@ class Program:
     arena_bytes: int = 0
     uses_blas: bool = False
     uses_random: bool = False
+    checks_indices: bool = False   # gathers/scatters record an out-of-range index (graphc_index_error)
     comment: list = field(default_factory=list)
 
     def buffer(self, name: str) -> Buffer:

@@ -34,7 +34,8 @@ def render_program(program: Program, entry: str = "graphc_entry", profile: bool 
                 "body": render_statements(k.body, 1, k.work)} for k in program.kernels]
     return environment().get_template("program.c.jinja").render(
         program=program, kernels=kernels, entry=entry, profile=profile, stepping=stepping, uses_blas=program.uses_blas,
-        uses_random=program.uses_random, simd_functions=SIMD_FUNCTIONS)
+        uses_random=program.uses_random, checks_indices=program.checks_indices,
+        simd_functions=SIMD_FUNCTIONS)
 
 
 def _comment_safe(text: str) -> str:

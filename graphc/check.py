@@ -122,7 +122,11 @@ def evaluate_kernel(graph, kernel, external: dict) -> dict:
     for member in kernel.members:  # fusion lists members in topological order
         node = graph.node(member)
         arguments = [values[i] for i in node.inputs]
-        values[member] = table.get(node.op).evaluate(arguments, node.attrs, node.shape, node.dtype)
+        try:
+            values[member] = table.get(node.op).evaluate(arguments, node.attrs, node.shape, node.dtype)
+        except (IndexError, ValueError) as error:  # e.g. a computed gather index out of range
+            raise CheckFailure(f"GRAPHC_CHECK: {describe_node(node)} cannot be computed from the values "
+                               f"its kernel read: {error}") from error
     return values
 
 

@@ -298,10 +298,30 @@ def realize_all_pending(extra=(), device=None) -> list[np.ndarray]:
     if not storages and not extra:
         return []
     _refuse_inside_trace("computing a value")
-    results = run_by_device([(s.lazy_node, s.device) for s in storages] +
-                            [(node, device or node.device or CPU) for node in extra])
+    try:
+        results = run_by_device([(s.lazy_node, s.device) for s in storages] +
+                                [(node, device or node.device or CPU) for node in extra])
+    except Exception:
+        # one pending value that cannot be computed (an index out of range, say) must not make
+        # every later computation fail: drop the ones that fail on their own and go on without them
+        if not _drop_failing(storages):
+            raise
+        return realize_all_pending(extra, device)
     _adopt(storages, results)
     return results[len(storages):]
+
+
+def _drop_failing(storages) -> list:
+    """Realize each storage alone; those that raise leave the pending set (using one later computes
+    it again, and raises again). Returns the dropped storages."""
+    dropped = []
+    for storage in storages:
+        try:
+            realize_storages([storage])
+        except Exception:
+            _pending.discard(storage)
+            dropped.append(storage)
+    return dropped
 
 
 def run_by_device(targets) -> list:

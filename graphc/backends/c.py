@@ -19,6 +19,7 @@ import numpy as np
 import runtime
 from codegen import render_program
 from graphc import check, dump
+from graphc.errors import op_error
 from graphc.backends import sanitize
 from graphc.ir.graph import Graph
 from graphc.lowering import lower_program
@@ -123,6 +124,11 @@ class CompiledGraph:
         self.program = runtime.compile_c(self.source, "graphc_entry", blas=self.program_ir.uses_blas,
                                          extra_flags=vector_flags(), sanitize=sanitized)
         runtime.get_num_threads()  # applies GRAPHC_NUM_THREADS (default: all cores) once
+        # gathers and scatters record the first index outside its axis here (see the C prelude)
+        self._index_error = None
+        if getattr(self.program_ir, "checks_indices", False):
+            library = ctypes.CDLL(str(self.program.library_path))
+            self._index_error = (ctypes.c_int64 * 3).in_dll(library, "graphc_index_error")
         self.graph = self.plan.graph
         self.compile_seconds = time.perf_counter() - started
         self.cache_hit = self.program.cache_hit
@@ -172,6 +178,17 @@ class CompiledGraph:
             self._run_checked(inputs, outputs)
             return
         self.program(inputs + outputs + [self.arena])
+        if self._index_error is not None and self._index_error[0] >= 0:
+            self._raise_index_error()
+
+    def _raise_index_error(self):
+        node_id, index, size = self._index_error[0], self._index_error[1], self._index_error[2]
+        self._index_error[0] = -1
+        node = self.graph.node(node_id)
+        raise op_error(node.op, f"index {index} is out of bounds for an axis of size {size} (an index "
+                                "computed inside the graph)", node.where, kind=IndexError,
+                       hint="the graph's other results were computed with this index clamped into range; "
+                            "check the indices (e.g. labels against the number of classes)")
 
     def _run_checked(self, inputs: list, outputs: list) -> None:
         compare, nan = check.wanted(self)

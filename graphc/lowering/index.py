@@ -71,6 +71,15 @@ def clamp(a: Expr, size: int) -> Expr:
     return Op("({0} < 0 ? 0 : ({0} > %d ? %d : {0}))" % (size - 1, size - 1), (a,))
 
 
+def checked(a: Expr, size: int, node_id: int) -> Expr:
+    """A gather/scatter index that must lie in [0, size): clamped so the access stays in bounds, and
+    the first one outside is recorded (node id, index) for the runtime to raise an IndexError."""
+    x = value_of(a)
+    if x is not None and 0 <= x < size:
+        return const(x)
+    return Op("graphc_checked_index({0}, %d, %d)" % (size, node_id), (a,))
+
+
 def linear(index, shape) -> Expr:
     """Row-major offset of a multi-index."""
     result, stride = const(0), 1

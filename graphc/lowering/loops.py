@@ -200,7 +200,7 @@ class LoopKernelBuilder:
         source_id, index_id = node.inputs
         axis = node.attrs["axis"]
         size = self.graph.node(source_id).shape[axis]
-        chosen = ix.clamp(Op("((int64_t){0})", (self.value(index_id, index),)), size)
+        chosen = ix.checked(Op("((int64_t){0})", (self.value(index_id, index),)), size, node.id)
         return self.value(source_id, index[:axis] + (chosen,) + index[axis + 1:])
 
     # ---- reductions ----------------------------------------------------------------------------

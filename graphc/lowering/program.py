@@ -97,7 +97,7 @@ def lower_program(plan: FusionPlan, name: str, aliases: dict | None = None,
         buffers.append(Buffer(key, dtype, size, "temp", offset=memory.offsets[key]))
 
     names: dict = {}
-    kernels, uses_blas, uses_random = [], False, False
+    kernels, uses_blas, uses_random, checks_indices = [], False, False, False
     for index, kernel in enumerate(plan.kernels):
         body = []
         if kernel.kind == "matmul":
@@ -113,12 +113,13 @@ def lower_program(plan: FusionPlan, name: str, aliases: dict | None = None,
         if kernel.kind == "pointwise" or kernel.kind == "reduce" or kernel.contraction is not None:
             body += build_loop_kernel(graph, kernel, buffer_of, names)
         uses_random |= any(graph.node(m).op == "rand" for m in kernel.members)
+        checks_indices |= any(graph.node(m).op in ("gather", "scatter_add") for m in kernel.members)
         touched = sorted({b.name for b in buffers if _mentions(body, b.name)}, key=_buffer_order(buffers))
         kernels.append(Kernel(f"kernel_{index}", body, _provenance(graph, kernel), touched,
                               work=_work(graph, kernel)))
     program = Program(name, buffers, kernels, arena_slot, memory.arena_bytes, uses_blas, uses_random,
                       comment=[f"{len(graph)} graph nodes, {len(kernels)} kernels, "
-                               f"arena {memory.arena_bytes} bytes"])
+                               f"arena {memory.arena_bytes} bytes"], checks_indices=checks_indices)
     results = []
     for node_id in graph.outputs:
         node = graph.node(node_id)

@@ -23,7 +23,7 @@ def build_scatter(graph, kernel_plan, buffer_of, names) -> list:
     builder.push(variables)
     index = tuple(Var(v) for v in variables)
     value = builder.value(source_id, index)
-    position = ix.clamp(Op("((int64_t){0})", (builder.value(index_id, index),)), node.shape[axis])
+    position = ix.checked(Op("((int64_t){0})", (builder.value(index_id, index),)), node.shape[axis], node.id)
     target = ix.linear(index[:axis] + (position,) + index[axis + 1:], node.shape)
     builder.emit(Store(out, target, Op("({0} + {1})", (Load(out, target), value))))
     body = builder.pop()
