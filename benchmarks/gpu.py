@@ -82,17 +82,16 @@ def w3_graphc(counted: int) -> tuple[float, float]:
     return 2 * 4 * W3_ELEMENTS / seconds / 1e9, float(result.mean().item())
 
 
-def w1_graphc(batch: int, counted: int) -> tuple[float, float]:
-    import graphc
-    graphc.manual_seed(0)
-    model = mlp.build_model(graphc).cuda()
-    optimizer = graphc.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    criterion = graphc.nn.CrossEntropyLoss()
+def w1(framework, batch: int, counted: int, compiled: bool) -> tuple[float, float]:
+    """ms per W1 train step on the GPU and the last loss; `framework` is graphc (compiled) or torch."""
+    framework.manual_seed(0)
+    model = mlp.build_model(framework).cuda()
+    optimizer = framework.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    criterion = framework.nn.CrossEntropyLoss()
     rng = np.random.default_rng(1)
-    x = graphc.tensor(rng.standard_normal((batch, 784)).astype(np.float32), device="cuda")
-    y = graphc.tensor(rng.integers(0, 10, batch), device="cuda")
+    x = framework.tensor(rng.standard_normal((batch, 784)).astype(np.float32), device="cuda")
+    y = framework.tensor(rng.integers(0, 10, batch), device="cuda")
 
-    @graphc.compile
     def step(x, y):
         optimizer.zero_grad()
         loss = criterion(model(x), y)
@@ -100,34 +99,18 @@ def w1_graphc(batch: int, counted: int) -> tuple[float, float]:
         optimizer.step()
         return loss
 
-    seconds = time_windows(lambda: step(x, y), 10, counted)
-    return seconds * 1e3, float(step(x, y).item())
+    run = framework.compile(step) if compiled else step
+    seconds = time_windows(lambda: run(x, y), 10, counted)
+    return seconds * 1e3, float(run(x, y).item())
 
 
-def w1_torch(batch: int, counted: int) -> tuple[float, float] | None:
+def torch_cuda():
+    """PyTorch when it sees a GPU, else None."""
     try:
         import torch
     except ImportError:
         return None
-    if not torch.cuda.is_available():
-        return None
-    torch.manual_seed(0)
-    model = mlp.build_model(torch).cuda()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    criterion = torch.nn.CrossEntropyLoss()
-    rng = np.random.default_rng(1)
-    x = torch.tensor(rng.standard_normal((batch, 784)).astype(np.float32), device="cuda")
-    y = torch.tensor(rng.integers(0, 10, batch), device="cuda")
-
-    def step():
-        optimizer.zero_grad()
-        loss = criterion(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    seconds = time_windows(step, 10, counted)
-    return seconds * 1e3, float(step().item())
+    return torch if torch.cuda.is_available() else None
 
 
 def main(argv=None) -> int:
@@ -147,8 +130,9 @@ def main(argv=None) -> int:
     w3, _ = w3_graphc(counted)
     lines.append(f"| W3 2^28 | {w3:.0f} GB/s | | {w3 / roof:.0%} of R1-gpu | ≥ 80% |")
     for batch in W1_BATCHES:
-        ours, our_loss = w1_graphc(batch, counted * 5)
-        theirs = w1_torch(batch, counted * 5)
+        ours, our_loss = w1(graphc, batch, counted * 5, compiled=True)
+        torch = torch_cuda()
+        theirs = None if torch is None else w1(torch, batch, counted * 5, compiled=False)
         if theirs is None:
             lines.append(f"| W1 batch {batch} | {ours:.3f} ms | (no PyTorch CUDA) | | faster |")
         else:

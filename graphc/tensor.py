@@ -130,18 +130,7 @@ class Tensor:
     @classmethod
     def _adopt(cls, array: np.ndarray) -> "Tensor":
         """A tensor owning `array` (C-contiguous, a graphc dtype, held by nobody else): no copy."""
-        self = object.__new__(cls)
-        self._storage = Storage(dtypes.from_numpy(array.dtype), array.size, array=array.reshape(-1))
-        self._shape = array.shape
-        self._strides = contiguous_strides(array.shape)
-        self._offset = 0
-        self._lazy = None
-        self._ref = None
-        self._requires_grad = False
-        self._is_leaf = True
-        self.grad = None
-        self._retains_grad = False
-        return self
+        return cls._on_device(array, CPU)
 
     @classmethod
     def _on_device(cls, array, device: device) -> "Tensor":

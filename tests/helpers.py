@@ -122,3 +122,13 @@ def reference_dtype(dtype: str) -> np.dtype:
     """The dtype a NumPy reference computes in: float64 for floats, int64 for ints."""
     return {"float32": np.float64, "float64": np.float64, "int32": np.int64, "int64": np.int64,
             "bool": np.bool_}[dtype]
+
+
+def line_of(path: str, marker: str) -> int:
+    """The number of the line of `path` holding `marker` (a comment tag such as `# SQRT-LINE`), so a
+    test can check that an error names the user's line without hard-coding it."""
+    with open(path) as file:
+        for number, line in enumerate(file, 1):
+            if marker in line and "line_of(" not in line:
+                return number
+    raise AssertionError(f"{marker} is not in {path}")

@@ -14,17 +14,10 @@ import graphc
 from graphc import check, nn
 from graphc.errors import AnomalyError, CheckFailure
 from graphc.ops import table
+from helpers import line_of
 
 HERE = os.path.basename(__file__)
 
-
-def line_of(marker: str) -> int:
-    """The line number in this file of the line containing `marker` (a comment tag)."""
-    with open(__file__) as file:
-        for number, line in enumerate(file, 1):
-            if marker in line and "line_of(" not in line:
-                return number
-    raise AssertionError(marker)
 
 
 @pytest.fixture
@@ -87,7 +80,7 @@ def test_check_mode_names_the_divergent_kernel_node_and_line(rng, broken_tanh):
     assert "GRAPHC_CHECK: kernel_" in message and "differs from the reference interpreter" in message
     assert "first divergent node: %" in message
     blamed = message.split("first divergent node:")[1].splitlines()[0]
-    assert "tanh" in blamed and f"{HERE}:{line_of('TANH-LINE')}" in blamed
+    assert "tanh" in blamed and f"{HERE}:{line_of(__file__, 'TANH-LINE')}" in blamed
     assert "compiled" in message and "reference" in message
 
 
@@ -127,7 +120,7 @@ def test_anomaly_forward_names_op_and_line(rng):
             (x * 2).sqrt().sum().item()  # SQRT-FORWARD
     message = str(caught.value)
     assert "sqrt produced nan (5 of 5 values) from finite inputs in the forward pass" in message
-    assert f"{HERE}:{line_of('SQRT-FORWARD')}" in message
+    assert f"{HERE}:{line_of(__file__, 'SQRT-FORWARD')}" in message
 
 
 def test_anomaly_backward_names_the_forward_line(rng):
@@ -145,7 +138,7 @@ def test_anomaly_backward_names_the_forward_line(rng):
         graphc.autograd.set_detect_anomaly(False)
     message = str(caught.value)
     assert "in the backward pass" in message and "inf" in message
-    assert f"{HERE}:{line_of('SQRT-BACKWARD')} (backward of sqrt)" in message
+    assert f"{HERE}:{line_of(__file__, 'SQRT-BACKWARD')} (backward of sqrt)" in message
     assert not graphc.autograd.is_anomaly_enabled()
 
 
@@ -160,7 +153,7 @@ def test_anomaly_inside_a_compiled_step(rng):
     plain = step(x).item()  # logs of negative products: nan, silently, as in PyTorch
     assert np.isnan(plain)
     with graphc.autograd.detect_anomaly():
-        with pytest.raises(AnomalyError, match=rf"log produced nan .*\n  at \S*{HERE}:{line_of('LOG-COMPILED')}\n"):
+        with pytest.raises(AnomalyError, match=rf"log produced nan .*\n  at \S*{HERE}:{line_of(__file__, 'LOG-COMPILED')}\n"):
             for _ in range(2):
                 step(x).item()
 

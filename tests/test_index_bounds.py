@@ -13,16 +13,10 @@ import pytest
 
 import graphc
 from graphc import nn
+from helpers import line_of
 
 HERE = os.path.basename(__file__)
 
-
-def line_of(marker: str) -> int:
-    with open(__file__) as file:
-        for number, line in enumerate(file, 1):
-            if marker in line and "line_of(" not in line:
-                return number
-    raise AssertionError(marker)
 
 
 def test_computed_index_past_the_end(rng):
@@ -33,7 +27,7 @@ def test_computed_index_past_the_end(rng):
         x[index].numpy()  # PAST-END
     message = str(caught.value)
     assert message.startswith("gather: index 6 is out of bounds for an axis of size 5")
-    assert f"{HERE}:{line_of('PAST-END')}" in message
+    assert f"{HERE}:{line_of(__file__, 'PAST-END')}" in message
 
 
 def test_computed_negative_index_below_the_start(rng):
@@ -60,7 +54,7 @@ def test_embedding_with_computed_ids(rng):
     ids = graphc.tensor(rng.integers(0, 5, 7))
     table = embedding.weight.detach().numpy()
     np.testing.assert_allclose(embedding(ids * 2).detach().numpy(), table[ids.numpy() * 2])
-    with pytest.raises(IndexError, match=rf"out of bounds for an axis of size 10(.|\n)*{HERE}:{line_of('EMBED')}"):
+    with pytest.raises(IndexError, match=rf"out of bounds for an axis of size 10(.|\n)*{HERE}:{line_of(__file__, 'EMBED')}"):
         embedding(ids * 2 + 10).sum().item()  # EMBED
 
 
@@ -77,7 +71,7 @@ def test_compiled_step_reports_the_index(rng):
     for _ in range(2):
         assert step(good).item() == pytest.approx(expected, rel=1e-5)
     bad = graphc.tensor(np.array([0, 1, 2, 3, 1]))
-    with pytest.raises(IndexError, match=rf"gather: index 6 .*\n  at \S*{HERE}:{line_of('SHIFTED')}"):
+    with pytest.raises(IndexError, match=rf"gather: index 6 .*\n  at \S*{HERE}:{line_of(__file__, 'SHIFTED')}"):
         step(bad)
 
 
