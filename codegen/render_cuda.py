@@ -36,6 +36,7 @@ from codegen.render_c import COMBINE, _comment_safe, render_expr
 THREADS = 256            # threads per block of one-thread-per-iteration launches
 MAX_THREADS = 1024       # the most a block may have
 MAX_BLOCKS = 65535       # grids are grid-stride loops: more work than this reuses the blocks
+MAX_GRID_Y = 65535       # CUDA's limit on gridDim.y (and z): the matmul's row tiles stride past it
 GEMM_TILE = 16           # the tiled matmul's tile edge (GEMM_TILE^2 threads per block)
 WARP = 32
 # a loop nest whose body has loops but no reduction runs one thread per outer iteration (its
@@ -341,7 +342,7 @@ class KernelSplitter:
     def _gemm_launch(self, name, part, gemm: Gemm):
         empty = gemm.m == 0 or gemm.n == 0
         batches = 1 if gemm.sum_batches else min(gemm.batch, MAX_BLOCKS)
-        grid = (0, 0, 0) if empty else (-(-gemm.n // GEMM_TILE), -(-gemm.m // GEMM_TILE), batches)
+        grid = (0, 0, 0) if empty else (-(-gemm.n // GEMM_TILE), min(-(-gemm.m // GEMM_TILE), MAX_GRID_Y), batches)
         call = (f"  graphc_gemm<{gemm.ctype}, {str(gemm.transpose_a).lower()}, {str(gemm.transpose_b).lower()}>("
                 f"{gemm.a} + {gemm.offset_a}, {gemm.b} + {gemm.offset_b}, {gemm.c} + {gemm.offset_c},\n"
                 f"      {gemm.m}, {gemm.n}, {gemm.k}, {gemm.lda}, {gemm.ldb}, {gemm.ldc}, {gemm.batch}, "

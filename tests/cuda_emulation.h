@@ -242,6 +242,14 @@ static int run(const char *name, void (*kernel)(void **), void **buffers, const 
   error_message[0] = 0;
   const long long blocks = dims[0] * dims[1] * dims[2], threads = dims[3] * dims[4] * dims[5];
   if (blocks == 0 || threads == 0) return 0;
+  if (dims[0] > 2147483647LL || dims[1] > 65535 || dims[2] > 65535 || dims[3] > 1024 || dims[4] > 1024 ||
+      dims[5] > 64) {
+    std::snprintf(error_message, sizeof error_message,
+                  "kernel %s: grid (%lld, %lld, %lld) block (%lld, %lld, %lld) is past CUDA's limits (grid "
+                  "x < 2^31, y and z <= 65535; block x and y <= 1024, z <= 64)",
+                  name, dims[0], dims[1], dims[2], dims[3], dims[4], dims[5]);
+    return -1;
+  }
   if (threads > MAX_THREADS || shared_bytes > SHARED_CAPACITY || shared_bytes < 0) {
     std::snprintf(error_message, sizeof error_message,
                   "kernel %s: a block of %lld threads with %lld bytes of dynamic shared memory is more than "

@@ -18,7 +18,8 @@ import random_programs
 from cuda_corpus import CORPUS
 from cuda_emulator import EmulatedCudaGraph, EmulatedProgram, EmulationError
 from graphc import interpreter
-from graphc.backends.c import CompiledGraph
+from codegen import render_cuda
+from graphc.backends.c import CompiledGraph, compile_pipeline
 from graphc.lazy import build_graph
 
 F = graphc.nn.functional
@@ -229,3 +230,28 @@ def test_a_block_bigger_than_cuda_allows_is_refused():
     out = np.zeros(2048, dtype=np.float32)
     with pytest.raises(EmulationError, match="a block of 2048 threads .* more than CUDA allows"):
         hand_written("wide", 2048, "  out0[threadIdx.x] = 1.0f;").run({"out0": out.ctypes.data})
+
+
+def test_a_grid_past_cudas_limits_is_refused():
+    launch = type("Launch", (), {"name": "tall", "params": ("out0",), "grid": (1, 65536, 1), "block": (32, 1, 1),
+                                 "shared_bytes": 0})
+    source = 'extern "C" __global__ void __launch_bounds__(32) tall(\n    float *__restrict__ out0) {\n}\n'
+    out = np.zeros(1, dtype=np.float32)
+    with pytest.raises(EmulationError, match=r"grid \(1, 65536, 1\) block \(32, 1, 1\) is past CUDA's limits"):
+        EmulatedProgram(source, [launch]).run({"out0": out.ctypes.data})
+
+
+# ---- renderer bugs the emulator found ---------------------------------------------------------------------
+def test_a_matmul_with_more_row_tiles_than_gridDim_y_allows(rng, monkeypatch):
+    """More than 65535 row tiles (a million rows) once made gridDim.y too big to launch: the row tiles
+    are now walked grid-stride. Checked at full size on the manifest, and run with the limit at 3."""
+    tall = graphc.trace(lambda a, b: a @ b, graphc.randn(16 * 65535 + 1, 2), graphc.randn(2, 3))
+    (launch,) = render_cuda.render_cuda_program(compile_pipeline(tall)[1])[1]
+    assert launch.grid == (1, 65535, 1)
+    monkeypatch.setattr(render_cuda, "MAX_GRID_Y", 3)
+    a, w, b = leaf(rng, 2, 150, 40), leaf(rng, 40, 20), leaf(rng, 150, 7)
+    outputs = [a @ w, (a.transpose(1, 2) @ b).sum(0), F.relu(a[0] @ w + 1)]
+    gathered = build_graph([t._node for t in outputs])
+    emulated = EmulatedCudaGraph(gathered.graph)
+    assert all(l.grid[1] <= 3 for l in emulated.launches) and any(l.grid[1] == 3 for l in emulated.launches)
+    assert_matches(emulated(gathered.bindings), interpreter.evaluate(gathered.graph, gathered.bindings), "tall")
