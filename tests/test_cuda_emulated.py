@@ -228,8 +228,10 @@ def test_a_barrier_some_thread_never_reaches_ends_the_launch_after_the_deadline(
 
 def test_a_block_bigger_than_cuda_allows_is_refused():
     out = np.zeros(2048, dtype=np.float32)
+    program = hand_written("wide", 1024, "  out0[threadIdx.y * blockDim.x + threadIdx.x] = 1.0f;")
+    program.launches[0].block = (1024, 2, 1)   # each dimension allowed, 2048 threads in all is not
     with pytest.raises(EmulationError, match="a block of 2048 threads .* more than CUDA allows"):
-        hand_written("wide", 2048, "  out0[threadIdx.x] = 1.0f;").run({"out0": out.ctypes.data})
+        program.run({"out0": out.ctypes.data})
 
 
 def test_a_grid_past_cudas_limits_is_refused():
