@@ -234,6 +234,17 @@ def arena_redzones():
     np.testing.assert_allclose(program(gathered.bindings)[0],
                                interpreter.evaluate(gathered.graph, gathered.bindings)[0], rtol=2e-4, atol=2e-4)
     COMPARED[0] += 1
+    # the marks go with the program: NumPy hands small freed buffers out again without malloc, and a
+    # mark left behind would fault an innocent array later (ASan aborts the process on the sum)
+    small = leaf(3)
+    tiny = build_graph([((small.exp() * 2).sum() + small.amax())._node])
+    program = CompiledGraph(tiny.graph)
+    arena_bytes, arena_address = program._arena_owner.nbytes, program._arena_owner.ctypes.data
+    assert arena_bytes < 1024 and program.layout.memory.poison, "NumPy caches buffers under 1 KiB"
+    del program
+    reused = [np.ones(arena_bytes, dtype=np.uint8) for _ in range(64)]
+    assert any(a.ctypes.data == arena_address for a in reused), "NumPy did not hand the buffer out again"
+    assert all(int(a.sum()) == arena_bytes for a in reused)
     print(f"  arena redzones: {len(memory.offsets)} temporaries, {len(memory.poison)} poisoned ranges", flush=True)
 
 

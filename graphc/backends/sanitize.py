@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import weakref
 
 import numpy as np
 
@@ -27,11 +28,12 @@ def redzone() -> int:
     return REDZONE_BYTES if sanitize_requested() else 0
 
 
-@functools.lru_cache(maxsize=1)
-def _poison_function():
-    """``__asan_poison_memory_region`` from the preloaded ASan runtime, or None without it."""
+@functools.lru_cache(maxsize=2)
+def _asan_function(name: str):
+    """``__asan_poison_memory_region`` / ``__asan_unpoison_memory_region`` from the preloaded ASan
+    runtime, or None without it."""
     try:
-        function = ctypes.CDLL(None).__asan_poison_memory_region
+        function = getattr(ctypes.CDLL(None), name)
     except (AttributeError, OSError):
         return None
     function.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
@@ -39,21 +41,27 @@ def _poison_function():
     return function
 
 
+def _unpoison(regions) -> None:
+    unpoison = _asan_function("__asan_unpoison_memory_region")
+    for address, size in regions:
+        unpoison(address, size)
+
+
 def poison_arena(raw: np.ndarray, arena: np.ndarray, ranges) -> int:
     """Mark unaddressable the bytes of ``raw`` outside ``arena`` and ``ranges`` (arena offsets).
 
-    Returns the number of ranges poisoned (0 when the ASan runtime is not loaded). The arrays'
-    memory comes from malloc, which ASan intercepts: freeing it later clears the marks.
+    Returns the number of ranges poisoned (0 when the ASan runtime is not loaded). The marks are
+    cleared when ``raw`` is deallocated: NumPy keeps small freed buffers in a cache of its own and
+    hands them out again without malloc, so marks left behind would fault innocent arrays later.
     """
-    poison = _poison_function()
+    poison = _asan_function("__asan_poison_memory_region")
     if poison is None:
         return 0
     base, arena_start = raw.ctypes.data, arena.ctypes.data
     regions = [(base, arena_start - base), (arena_start + arena.nbytes, base + raw.nbytes - arena_start - arena.nbytes)]
     regions += [(arena_start + offset, size) for offset, size in ranges]
-    count = 0
+    regions = [(address, size) for address, size in regions if size > 0]
     for address, size in regions:
-        if size > 0:
-            poison(address, size)
-            count += 1
-    return count
+        poison(address, size)
+    weakref.finalize(raw, _unpoison, regions)
+    return len(regions)
