@@ -59,6 +59,8 @@ class device:
         return self.type if self.index is None else f"{self.type}:{self.index}"
 
     def __eq__(self, other) -> bool:
+        if other is self:   # the common case on the replay path: the same CPU device object
+            return True
         if isinstance(other, str):
             try:
                 other = device(other)

@@ -91,7 +91,7 @@ class FastReplay:
             if value.__class__ is Tensor or isinstance(value, Tensor):
                 if (value._shape != spec[0] or value._storage.dtype is not spec[1] or value._strides != spec[2]
                         or value._offset != spec[3] or value._requires_grad != spec[4]
-                        or value._storage.device != spec[5]):
+                        or (value._storage.device is not spec[5] and value._storage.device != spec[5])):
                     return False
             elif spec[0] != "value" or spec[1] != value:
                 return False
@@ -115,7 +115,8 @@ class FastReplay:
                     return False
         for p, (shape, requires_grad, grad_spec, device) in zip(self.parameters, self.parameter_specs):
             grad = p.grad
-            if p._shape != shape or p._requires_grad != requires_grad or p._storage.device != device:
+            if (p._shape != shape or p._requires_grad != requires_grad
+                    or (p._storage.device is not device and p._storage.device != device)):
                 return False
             if grad is None:
                 if grad_spec is not None:
