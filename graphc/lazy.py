@@ -142,6 +142,8 @@ def strided_view(storage: Storage, shape, strides, offset) -> np.ndarray:
         xp = devices.arrays_for(storage.device).xp
         return xp.lib.stride_tricks.as_strided(storage.array[offset:], shape=tuple(shape),
                                                strides=tuple(s * itemsize for s in strides))
+    if tuple(strides) == contiguous_strides(shape):   # most tensors: a reshape is ~5x cheaper
+        return storage.array[offset:offset + math.prod(shape)].reshape(shape)
     return np.lib.stride_tricks.as_strided(storage.array[offset:], shape=shape,
                                            strides=[s * itemsize for s in strides])
 
