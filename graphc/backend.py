@@ -41,6 +41,7 @@ def run(build) -> list:
         stats["compiled"] += 1
     else:
         stats["replayed"] += 1
+    program.current_graph = build.graph   # errors name this call's lines, not the first compile's
     return program(build.bindings)
 
 

@@ -70,7 +70,7 @@ def run_checked(compiled, inputs: list, outputs: list, compare: bool, nan: bool)
     arrays = list(inputs) + list(outputs) + [compiled.arena]
     table_of_pointers = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
     plan, program, layout = compiled.plan, compiled.program_ir, compiled.layout
-    graph = plan.graph
+    graph = compiled.located_graph() if hasattr(compiled, "located_graph") else plan.graph
     locate = _value_locator(graph, program, layout, inputs, outputs, compiled.arena)
     for index, kernel in enumerate(plan.kernels):
         external = {source: locate(source).copy() for source in kernel_reads(graph, kernel)}
@@ -80,7 +80,7 @@ def run_checked(compiled, inputs: list, outputs: list, compare: bool, nan: bool)
             reference = evaluate_kernel(graph, kernel, external)
             problem = difference(produced, reference[kernel.root])
             if problem is not None:
-                raise _divergence(compiled, index, kernel, external, reference, problem)
+                raise _divergence(graph, index, kernel, external, reference, problem)
         if nan and _non_finite(produced) and not any(_non_finite(v) for v in external.values()):
             raise _anomaly(graph, kernel, evaluate_kernel(graph, kernel, external), produced)
 
@@ -176,8 +176,7 @@ def _kernel_listing(graph, kernel) -> str:
     return "\n".join(f"    {describe_node(graph.node(m))}" for m in kernel.members)
 
 
-def _divergence(compiled, index, kernel, external, reference, problem) -> CheckFailure:
-    graph = compiled.plan.graph
+def _divergence(graph, index, kernel, external, reference, problem) -> CheckFailure:
     culprit = first_divergent_node(graph, kernel, external, reference)
     if culprit is not None:
         node, detail = culprit

@@ -9,6 +9,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from graphc.errors import op_error
 from graphc.ir.graph import Graph
 from graphc.ops import table
 
@@ -34,7 +35,10 @@ def evaluate(graph: Graph, inputs: Mapping[str, np.ndarray],
                                  f"got {value.dtype}{list(value.shape)}")
         else:
             arguments = [values[i] for i in node.inputs]
-            value = table.get(node.op).evaluate(arguments, node.attrs, node.shape, node.dtype)
+            try:
+                value = table.get(node.op).evaluate(arguments, node.attrs, node.shape, node.dtype)
+            except (IndexError, ValueError) as error:  # data-dependent: an index computed in the graph
+                raise op_error(node.op, str(error), node.where, kind=type(error)) from None
         values[node_id] = value
         if on_node is not None:
             on_node(node, value)

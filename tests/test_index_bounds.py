@@ -85,3 +85,28 @@ def test_a_value_that_cannot_be_computed_does_not_poison_later_work(rng):
     np.testing.assert_allclose(weights.numpy(), data * 2)
     with pytest.raises(IndexError, match="index 6 is out of bounds"):
         bad.numpy()                                   # the bad value still says what is wrong
+
+
+def test_the_line_is_the_calls_own_when_two_lines_share_a_program(rng):
+    """Graphs of one structure share one compiled program; the error names the line that ran."""
+    x = graphc.tensor(rng.standard_normal((5, 3)).astype(np.float32))
+    first, second = graphc.tensor([0, 1]), graphc.tensor([1, 2])
+    x[first + 3].numpy()  # FIRST-USE
+    with pytest.raises(IndexError) as caught:
+        x[second + 3].numpy()  # SECOND-USE
+    assert f"{HERE}:{line_of(__file__, 'SECOND-USE')}" in str(caught.value)
+
+
+def test_the_interpreter_names_op_and_line_too(rng):
+    from graphc import backend
+    previous = backend.get_default()
+    backend.set_default("numpy")
+    try:
+        x = graphc.tensor(rng.standard_normal(4).astype(np.float32))
+        with pytest.raises(IndexError) as caught:
+            x[graphc.arange(3) * 3].numpy()  # INTERPRETED
+    finally:
+        backend.set_default(previous)
+    message = str(caught.value)
+    assert message.startswith("gather: index 6 is out of bounds")
+    assert f"{HERE}:{line_of(__file__, 'INTERPRETED')}" in message

@@ -118,6 +118,9 @@ class CompiledGraph:
         `check`: run kernel by kernel against the reference interpreter (graphc.check)."""
         self.check = check
         self._stepper = None
+        # the graph of the call being run: graphs of one structure share a program, but each
+        # call's nodes carry their own user lines, which error messages should name
+        self.current_graph = None
         started = time.perf_counter()
         self.plan, self.program_ir, self.layout, self.source = cached_pipeline(graph, aliases)
         sanitized = runtime.sanitize_requested()
@@ -181,12 +184,29 @@ class CompiledGraph:
         if self._index_error is not None and self._index_error[0] >= 0:
             self._raise_index_error()
 
+    def where_of(self, node_id: int) -> str:
+        """The user line of a node of the compiled graph, as the current call's graph has it
+        (simplify keeps the ids of the nodes it keeps, and one structure builds the same ids)."""
+        node, current = self.graph.node(node_id), self.current_graph
+        if current is not None and node_id in current and current.node(node_id).op == node.op:
+            return current.node(node_id).where
+        return node.where
+
+    def located_graph(self) -> Graph:
+        """The compiled graph with every node's user line as the current call's graph has it."""
+        if self.current_graph is None:
+            return self.graph
+        located = self.graph.copy()
+        for node in located.nodes():
+            node.where = self.where_of(node.id)
+        return located
+
     def _raise_index_error(self):
         node_id, index, size = self._index_error[0], self._index_error[1], self._index_error[2]
         self._index_error[0] = -1
         node = self.graph.node(node_id)
         raise op_error(node.op, f"index {index} is out of bounds for an axis of size {size} (an index "
-                                "computed inside the graph)", node.where, kind=IndexError,
+                                "computed inside the graph)", self.where_of(node_id), kind=IndexError,
                        hint="the graph's other results were computed with this index clamped into range; "
                             "check the indices (e.g. labels against the number of classes)")
 
