@@ -47,7 +47,7 @@ def test_compiled_graphs_match_the_interpreter(program):
 def test_a_bounded_soak_finds_no_mismatch():
     """A slice of the soak CI can afford (programs batched into shared graphs, as the soak does);
     the seed changes every session and is in the failure message, with the reproducers."""
-    summary = fuzz.soak(int(os.environ.get("GRAPHC_FUZZ_SOAK", "160")), SESSION_SEED, progress=False)
+    summary = fuzz.soak(int(os.environ.get("GRAPHC_FUZZ_SOAK", "320")), SESSION_SEED, progress=False)
     lines = []
     fuzz.report(summary, out=lines.append)
     assert not summary["findings"], "\n".join(lines)
