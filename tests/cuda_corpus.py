@@ -11,6 +11,7 @@ from __future__ import annotations
 import graphc
 from graphc import nn, optim
 from graphc.passes.autodiff import backward_graph
+from models import LeNet, train_step
 
 F = nn.functional
 
@@ -61,46 +62,14 @@ def _dropout_rand(a, b):
 def mlp_train_step():
     graphc.manual_seed(0)
     model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 5))
-    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    criterion = nn.CrossEntropyLoss()
-
-    def step(x, y):
-        optimizer.zero_grad()
-        loss = criterion(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
+    step = train_step(model, optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
     return graphc.trace(step, graphc.randn(16, 20), graphc.randint(0, 5, (16,)))
-
-
-class LeNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 6, 5)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = graphc.flatten(x, 1)
-        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
 
 
 def lenet_train_step():
     graphc.manual_seed(0)
     model = LeNet()
-    optimizer = optim.Adam(model.parameters(), lr=0.01)
-    criterion = nn.CrossEntropyLoss()
-
-    def step(x, y):
-        optimizer.zero_grad()
-        loss = criterion(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
+    step = train_step(model, optim.Adam(model.parameters(), lr=0.01))
     return graphc.trace(step, graphc.randn(4, 1, 32, 32), graphc.randint(0, 10, (4,)))
 
 

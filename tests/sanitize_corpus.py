@@ -26,6 +26,7 @@ import graphc.nn.functional as F  # noqa: E402
 from graphc import backend, interpreter, nn, optim  # noqa: E402
 from graphc.backends.c import CompiledGraph  # noqa: E402
 from graphc.lazy import build_graph  # noqa: E402
+from models import train_step  # noqa: E402
 
 RNG = np.random.default_rng(int(os.environ.get("GRAPHC_TEST_SEED", "0")))
 CASES: list = []
@@ -253,16 +254,7 @@ def _train(model_factory, batch, steps, compiled):
     reference interpreter. Returns the losses and the final parameters."""
     graphc.manual_seed(7)
     model = model_factory()
-    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    criterion = nn.CrossEntropyLoss()
-
-    def step(x, y):
-        optimizer.zero_grad()
-        loss = criterion(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-
+    step = train_step(model, optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
     run = graphc.compile(step) if compiled else step
     previous = backend.get_default()
     backend.set_default("c" if compiled else "numpy")

@@ -7,28 +7,11 @@ import pytest
 import graphc
 from graphc import nn, optim
 from graphc.compile.tracer import TraceError
+from models import LeNet, train_step
 
 
 def mlp():
     return nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 5))
-
-
-class LeNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 6, 5)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = nn.functional.max_pool2d(nn.functional.relu(self.conv1(x)), 2)
-        x = nn.functional.max_pool2d(nn.functional.relu(self.conv2(x)), 2)
-        x = graphc.flatten(x, 1)
-        x = nn.functional.relu(self.fc1(x))
-        x = nn.functional.relu(self.fc2(x))
-        return self.fc3(x)
 
 
 def make_setup(kind, optimizer_name, seed, dtype=graphc.float32):
@@ -46,21 +29,6 @@ def batches(kind, rng, count, batch=8, dtype=np.float32):
     classes = 5 if kind == "mlp" else 10
     return [(rng.standard_normal(shape).astype(dtype), rng.integers(0, classes, batch))
             for _ in range(count)]
-
-
-def train_step(model, optimizer, scheduler=None):
-    """The tutorial's step: zero_grad, cross-entropy, backward, step (and a scheduler step)."""
-    criterion = nn.CrossEntropyLoss()
-
-    def step(x, y):
-        optimizer.zero_grad()
-        loss = criterion(model(x), y)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        return loss
-    return step
 
 
 def train(model, optimizer, data, compiled: bool):
