@@ -155,6 +155,8 @@ def _gather(source: Tensor, advanced, where):
         negative = node("lt", [term, full(0, index_shape, dtypes.int64, where)], where)
         term = node("where", [negative, node("add", [term, full(size, index_shape, dtypes.int64, where)],
                                                where), term], where)
+        if len(indices) > 1 and index._storage.array is None:
+            term = _checked_term(term, size, index_shape, where)
         if stride != 1:
             term = node("mul", [term, full(stride, index_shape, dtypes.int64, where)], where)
         linear = term if linear is None else node("add", [linear, term], where)
@@ -170,6 +172,18 @@ def _gather(source: Tensor, advanced, where):
     result = node("gather", [source_view, index_view], where, axis=len(before))
     result = reshape(result, before + index_shape + after, where)
     return wrap(result, "IndexBackward0", [source])
+
+
+def _checked_term(term, size: int, index_shape, where):
+    """A computed index of one of several indexed dims, made to pass the compiled bounds check of its
+    own dim: merged with the others, an index past its dim could still land inside the merged axis
+    (x[0, 3] of a 5x3 tensor reading x[1, 0]). Gathering the dim's positions at it adds 0 when it is
+    in range and makes the compiled gather raise (naming this line) when it is not."""
+    count = max(math.prod(index_shape), 1)
+    flat = reshape(term, (count,), where)
+    positions = node("iota", [], where, shape=(size,), axis=0, dtype="int64")
+    zero = node("sub", [node("gather", [positions, flat], where, axis=0), flat], where)
+    return node("add", [term, reshape(zero, index_shape, where)], where)
 
 
 def _check_bounds(indices, sizes, where):

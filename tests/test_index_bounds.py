@@ -110,3 +110,17 @@ def test_the_interpreter_names_op_and_line_too(rng):
     message = str(caught.value)
     assert message.startswith("gather: index 6 is out of bounds")
     assert f"{HERE}:{line_of(__file__, 'INTERPRETED')}" in message
+
+
+def test_each_of_several_computed_indices_is_checked_in_its_own_dimension(rng):
+    """x[0, 3] of a 5x3 tensor must not quietly read x[1, 0] (the merged index 3 is in range)."""
+    data = rng.standard_normal((5, 3)).astype(np.float32)
+    x = graphc.tensor(data)
+    rows, columns = graphc.tensor([0, 4]), graphc.tensor([1, 0])
+    np.testing.assert_array_equal(x[rows, columns + 1].numpy(), data[[0, 4], [2, 1]])
+    np.testing.assert_array_equal(x[rows - 5, columns - 3].numpy(), data[[0, 4], [1, 0]])  # negatives wrap
+    with pytest.raises(IndexError) as caught:
+        x[rows * 0, columns + 3].numpy()  # SECOND-DIM
+    message = str(caught.value)
+    assert message.startswith("gather: index 4 is out of bounds for an axis of size 3")
+    assert f"{HERE}:{line_of(__file__, 'SECOND-DIM')}" in message
