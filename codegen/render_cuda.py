@@ -52,6 +52,8 @@ class Launch:
     grid, block: CUDA's (x, y, z) launch dimensions; a launch with no blocks is skipped.
     shared_bytes: dynamic shared memory per block.
     kernel: the kernel-IR kernel it came from; mapping: how its loops were mapped, in words.
+    gemm: for a matrix-product launch, its `Gemm`, so a runtime may run it with a library GEMM
+    (cuBLAS) instead of the tiled kernel; None for every other launch.
     """
     name: str
     params: tuple
@@ -60,6 +62,7 @@ class Launch:
     shared_bytes: int = 0
     kernel: str = ""
     mapping: str = ""
+    gemm: object = None
 
     @property
     def blocks(self) -> int:
@@ -355,7 +358,7 @@ class KernelSplitter:
         threads = GEMM_TILE * GEMM_TILE
         return self._function(name, part + mapping, [gemm], call, threads), \
             Launch(name, self._params([gemm]), grid, (GEMM_TILE, GEMM_TILE, 1), 0, self.kernel.name,
-                   part + mapping)
+                   part + mapping, gemm)
 
     # -- pieces
     def _params(self, statements) -> tuple:

@@ -13,12 +13,20 @@ the launches of one call can also be captured once as a CUDA graph and replayed 
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .artifact import Artifact
+from .cuda_gemm import library_gemm
 from .errors import LoadError
 
-__all__ = ["CudaProgram", "PreparedLaunch", "load_cuda_module", "device_arch"]
+__all__ = ["CudaProgram", "PreparedLaunch", "PreparedGemm", "load_cuda_module", "device_arch", "GEMM_MODES"]
+
+# how matrix-product launches run: "library" (cuBLAS through CuPy's matmul; the epilogue stays its
+# own fused launch) or "tiled" (the generated shared-memory kernel). Library GEMMs are the default:
+# a naive tiled kernel reaches a small fraction of cuBLAS on large products (W1 at batch 4096).
+GEMM_MODES = ("library", "tiled")
+DEFAULT_GEMM = os.environ.get("GRAPHC_CUDA_GEMM", "library")
 
 
 class PreparedLaunch:
@@ -39,6 +47,22 @@ class PreparedLaunch:
 
     def __repr__(self) -> str:
         return f"PreparedLaunch({self.name}, grid={self.grid}, block={self.block}, shared={self.shared_bytes})"
+
+
+class PreparedGemm:
+    """A matrix-product launch run by the array library (`library_gemm`) instead of its kernel."""
+
+    __slots__ = ("name", "xp", "a", "b", "c", "gemm")
+
+    def __init__(self, name, xp, a, b, c, gemm):
+        self.name, self.xp, self.a, self.b, self.c, self.gemm = name, xp, a, b, c, gemm
+
+    def __call__(self) -> None:
+        library_gemm(self.xp, self.a, self.b, self.c, self.gemm)
+
+    def __repr__(self) -> str:
+        g = self.gemm
+        return f"PreparedGemm({self.name}, {g.m}x{g.n}x{g.k}, batch {g.batch})"
 
 
 def load_cuda_module(path) -> Any:
@@ -72,7 +96,13 @@ class CudaProgram:
     """
 
     def __init__(self, artifact: Artifact, launches: Sequence, module: Any = None,
-                 loader: Callable = load_cuda_module):
+                 loader: Callable = load_cuda_module, gemm: str = DEFAULT_GEMM, xp: Any = None):
+        """`gemm`: "library" or "tiled" (see GEMM_MODES); `xp`: the array module of library GEMMs
+        (default CuPy, imported when first needed)."""
+        if gemm not in GEMM_MODES:
+            raise ValueError(f"GRAPHC_CUDA_GEMM must be one of {', '.join(GEMM_MODES)}, not {gemm!r}")
+        self.gemm_mode = gemm
+        self._xp = xp
         self.artifact = artifact
         self.launches = list(launches)
         self.module = module if module is not None else loader(artifact.path)
@@ -84,6 +114,13 @@ class CudaProgram:
                 raise LoadError(f"the CUDA module {artifact.path} has no kernel {launch.name!r}: {error}") from error
         self._prepared_for: Optional[tuple] = None
         self._prepared: list = []
+
+    @property
+    def xp(self):
+        if self._xp is None:
+            import cupy
+            self._xp = cupy
+        return self._xp
 
     @property
     def cache_hit(self) -> bool:
@@ -101,6 +138,11 @@ class CudaProgram:
             except KeyError as error:
                 raise KeyError(f"launch {launch.name} needs buffer {error.args[0]!r}, which was not bound; "
                                f"bound: {sorted(buffers)}") from None
+            gemm = getattr(launch, "gemm", None)
+            if gemm is not None and self.gemm_mode == "library":
+                prepared.append(PreparedGemm(launch.name, self.xp, buffers[gemm.a], buffers[gemm.b],
+                                             buffers[gemm.c], gemm))
+                continue
             prepared.append(PreparedLaunch(launch.name, self.kernels[launch.name], tuple(launch.grid),
                                            tuple(launch.block), args, int(launch.shared_bytes)))
         return prepared

@@ -29,6 +29,7 @@ import numpy as np
 import runtime
 from codegen.render_cuda import render_cuda_program
 from runtime.compiler import Compiler, run_build_command
+from runtime.cuda_gemm import library_gemm
 
 HEADER = Path(__file__).resolve().with_name("cuda_emulation.h")
 FLAGS = ("-std=c++20", "-O1", "-pthread", "-fPIC", "-w")
@@ -169,17 +170,23 @@ class EmulatedProgram:
         self.library.emu_set_deadline.argtypes = [ctypes.c_double]
         self.library.emu_set_deadline(deadline_seconds)
 
-    def run(self, pointers: dict, grid_limit: int | None = None) -> None:
+    def run(self, pointers: dict, grid_limit: int | None = None, arrays: dict | None = None) -> None:
         """Run every launch with `pointers` ({buffer name: address}). `grid_limit` caps the
         blocks of one-dimensional grids (their loops are grid-stride, so any grid must give the
-        same result); matmul grids, which map tiles to blocks, are left alone."""
+        same result); matmul grids, which map tiles to blocks, are left alone. With `arrays`
+        ({buffer name: flat NumPy array}), matrix-product launches run as the runtime's library
+        GEMM does on a GPU (`runtime.cuda_gemm`, NumPy's matmul standing in for cuBLAS)."""
         try:
-            self._run(pointers, grid_limit)
+            self._run(pointers, grid_limit, arrays)
         finally:
             self.library.emu_release()
 
-    def _run(self, pointers: dict, grid_limit: int | None) -> None:
+    def _run(self, pointers: dict, grid_limit: int | None, arrays: dict | None) -> None:
         for launch in self.launches:
+            if arrays is not None and launch.gemm is not None:
+                gemm = launch.gemm
+                library_gemm(np, arrays[gemm.a], arrays[gemm.b], arrays[gemm.c], gemm)
+                continue
             grid = list(launch.grid)
             if grid_limit is not None and grid[1] == grid[2] == 1 and tuple(launch.block[1:]) == (1, 1):
                 grid[0] = min(grid[0], grid_limit)
@@ -200,19 +207,22 @@ class EmulatedCudaGraph:
         self.input_buffers = [b.name for b in sorted((b for b in self.program_ir.buffers if b.role == "input"),
                                                      key=lambda b: b.slot)]
 
-    def __call__(self, bindings, grid_limit: int | None = None) -> list:
-        """Run with placeholders bound by name; returns one array per graph output."""
+    def __call__(self, bindings, grid_limit: int | None = None, gemm_by_library: bool = False) -> list:
+        """Run with placeholders bound by name; returns one array per graph output.
+        `gemm_by_library`: matrix products as the runtime's library GEMM (see EmulatedProgram.run)."""
         inputs = [np.require(np.array(bindings[name]), requirements="C") for name in self.layout.input_names]
         outputs = [_garbage(shape, dtype) for _, shape, dtype in self.layout.outputs]
         by_name = dict(zip(self.layout.input_names, inputs))
         for position, name in (self.layout.aliased or {}).items():
             outputs[position] = by_name[name]
         raw = np.full(self.layout.arena_bytes + 64, GARBAGE, dtype=np.uint8)
-        arena = raw.ctypes.data + (-raw.ctypes.data) % 64
-        pointers = {b.name: arena + b.offset for b in self.program_ir.buffers if b.role == "temp"}
-        pointers.update(zip(self.input_buffers, (a.ctypes.data for a in inputs)))
-        pointers.update((f"out{k}", a.ctypes.data) for k, a in enumerate(outputs))
-        self.program.run(pointers, grid_limit)
+        start = (-raw.ctypes.data) % 64
+        temps = [b for b in self.program_ir.buffers if b.role == "temp"]
+        arrays = {b.name: raw[start + b.offset:start + b.offset + max(b.size, 1)] for b in temps}
+        arrays.update(zip(self.input_buffers, (a.reshape(-1) for a in inputs)))
+        arrays.update((f"out{k}", a.reshape(-1)) for k, a in enumerate(outputs))
+        pointers = {name: array.ctypes.data for name, array in arrays.items()}
+        self.program.run(pointers, grid_limit, arrays if gemm_by_library else None)
         return [by_name[key] if kind == "input" else outputs[key] for kind, key in self.layout.results]
 
 

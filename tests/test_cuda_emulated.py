@@ -45,8 +45,8 @@ def assert_matches(got: list, want: list, label: str) -> None:
             np.testing.assert_array_equal(actual, expected, err_msg=where)
 
 
-def emulate_and_compare(graph, bindings, label: str, grid_limit=None) -> list:
-    got = EmulatedCudaGraph(graph)(bindings, grid_limit=grid_limit)
+def emulate_and_compare(graph, bindings, label: str, grid_limit=None, gemm_by_library=False) -> list:
+    got = EmulatedCudaGraph(graph)(bindings, grid_limit=grid_limit, gemm_by_library=gemm_by_library)
     with np.errstate(all="ignore"):
         want = interpreter.evaluate(graph, bindings)
     assert_matches(got, want, label)
@@ -96,6 +96,15 @@ def corpus_case(name: str, rng):
 def test_corpus_graph_runs_like_the_interpreter(name, rng):
     graph, bindings = corpus_case(name, rng)
     emulate_and_compare(graph, bindings, name)
+
+
+@pytest.mark.parametrize("name", ["matmul_epilogue", "grad:conv2d", "mlp_train_step", "lenet_train_step"])
+def test_matrix_products_by_the_library_gemm(name, rng):
+    """As a GPU runs them by default (GRAPHC_CUDA_GEMM=library): each product through the runtime's
+    strided views and the array library's matmul, the epilogue a launch of its own."""
+    graph, bindings = corpus_case(name, rng)
+    assert any(launch.gemm is not None for launch in EmulatedCudaGraph(graph).launches)
+    emulate_and_compare(graph, bindings, f"{name} with library GEMMs", gemm_by_library=True)
 
 
 # ---- odd sizes: grid-stride tails, partial warps, partial tiles, rows longer than a block ---------

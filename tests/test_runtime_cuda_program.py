@@ -53,7 +53,7 @@ def conv_manifest():
 def test_launches_run_in_manifest_order_with_buffers_in_parameter_order():
     program, manifest = conv_manifest()
     module = FakeModule()
-    cuda_program = CudaProgram(fake_artifact(), manifest, module=module)
+    cuda_program = CudaProgram(fake_artifact(), manifest, module=module, gemm="tiled")
     buffers = {b.name: object() for b in program.buffers}
     cuda_program(buffers)
     assert [call[0] for call in module.calls] == [launch.name for launch in manifest]
@@ -68,7 +68,7 @@ def test_launches_run_in_manifest_order_with_buffers_in_parameter_order():
 def test_replay_with_the_same_arrays_reuses_the_argument_lists(monkeypatch):
     program, manifest = conv_manifest()
     module = FakeModule()
-    cuda_program = CudaProgram(fake_artifact(), manifest, module=module)
+    cuda_program = CudaProgram(fake_artifact(), manifest, module=module, gemm="tiled")
     buffers = {b.name: object() for b in program.buffers}
     prepared = []
     original = cuda_program.prepare
@@ -88,9 +88,37 @@ def test_empty_launches_are_skipped():
                Kernel("kernel_1", [Gemm("a", "b", "c", 2, 2, 3, False, False, 3, 2, 2)], buffers=["a", "b", "c"])]
     _, manifest = render_cuda_program(Program("p", buffers, kernels))
     module = FakeModule()
-    CudaProgram(fake_artifact(), manifest, module=module)({"a": 1, "b": 2, "c": 3})
+    CudaProgram(fake_artifact(), manifest, module=module, gemm="tiled")({"a": 1, "b": 2, "c": 3})
     assert [call[0] for call in module.calls] == ["kernel_1"]
     assert module.calls[0][1:4] == ((1, 1, 1), (16, 16, 1), (1, 2, 3))
+
+
+def test_library_gemm_mode_runs_products_with_the_array_library(rng):
+    """GRAPHC_CUDA_GEMM=library (the default): a product launch becomes a PreparedGemm calling
+    xp.matmul on strided views (NumPy stands in for CuPy); the other launches stay kernels."""
+    import numpy as np
+    from runtime.cuda_program import PreparedGemm, PreparedLaunch
+    buffers = [Buffer("a", "float", 6, "input", 0), Buffer("b", "float", 6, "input", 1),
+               Buffer("c", "float", 4, "output", 2)]
+    kernels = [Kernel("kernel_0", [Gemm("a", "b", "c", 2, 2, 3, False, False, 3, 2, 2)], buffers=["a", "b", "c"])]
+    program_ir = Program("p", buffers, kernels)
+    _, manifest = render_cuda_program(program_ir)
+    module = FakeModule()
+    cuda_program = CudaProgram(fake_artifact(), manifest, module=module, gemm="library", xp=np)
+    a, b = rng.standard_normal(6).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    c = np.zeros(4, dtype=np.float32)
+    prepared = cuda_program.prepare({"a": a, "b": b, "c": c})
+    assert [type(p) for p in prepared] == [PreparedGemm]
+    cuda_program({"a": a, "b": b, "c": c})
+    np.testing.assert_allclose(c.reshape(2, 2), a.reshape(2, 3) @ b.reshape(3, 2), rtol=1e-6)
+    assert module.calls == []                      # the tiled kernel never ran
+    _, conv = conv_manifest()
+    mixed = CudaProgram(fake_artifact(), conv, module=FakeModule(), gemm="library", xp=np)
+    program, _ = conv_manifest()
+    kinds = {type(p) for p in mixed.prepare({b.name: np.zeros(max(b.size, 1), np.uint8) for b in program.buffers})}
+    assert kinds == {PreparedGemm, PreparedLaunch}  # im2col and the epilogue stay generated kernels
+    with pytest.raises(ValueError, match="GRAPHC_CUDA_GEMM must be one of library, tiled, not 'cublas'"):
+        CudaProgram(fake_artifact(), manifest, module=FakeModule(), gemm="cublas")
 
 
 def test_unbound_buffer_and_missing_kernel_say_which():
