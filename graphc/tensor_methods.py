@@ -98,9 +98,10 @@ def _is_device(value) -> bool:
             or (isinstance(value, str) and value.split(":")[0] in ("cpu", "cuda")))
 
 
-def to(self, *args, **kwargs):
-    """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``, ``copy=True``;
-    returns self when nothing changes. A move to another device copies (see graphc.transfer)."""
+def to_arguments(args, kwargs) -> tuple:
+    """(device, dtype, copy) of PyTorch's ``to(...)`` signatures, for tensors and modules alike:
+    ``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other_tensor)``, keywords."""
+    kwargs = dict(kwargs)
     dtype = kwargs.pop("dtype", None)
     device = kwargs.pop("device", None)
     copy = kwargs.pop("copy", False)
@@ -115,6 +116,13 @@ def to(self, *args, **kwargs):
             device = arg
         elif arg is not None and not isinstance(arg, bool):  # (non_blocking, copy) passed by position
             dtype = dtypes.as_dtype(arg)
+    return device, dtype, copy
+
+
+def to(self, *args, **kwargs):
+    """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``, ``copy=True``;
+    returns self when nothing changes. A move to another device copies (see graphc.transfer)."""
+    device, dtype, copy = to_arguments(args, kwargs)
     result = self
     if device is not None:
         from graphc import devices

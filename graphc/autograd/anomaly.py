@@ -40,7 +40,6 @@ class detect_anomaly(set_detect_anomaly):
     """`with graphc.autograd.detect_anomaly():` — anomaly detection inside the block only."""
 
     def __init__(self, check_nan: bool = True):
-        global _enabled
         self.previous = _enabled
         self.check_nan = check_nan
 

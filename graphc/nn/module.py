@@ -404,19 +404,8 @@ class Module:
     def to(self, *args, **kwargs) -> "Module":
         """``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(tensor)``: floating-point
         parameters and buffers are converted in place (the Parameter objects stay the same)."""
-        dtype = kwargs.pop("dtype", None)
-        device = kwargs.pop("device", None)
-        kwargs.pop("non_blocking", None)
-        kwargs.pop("memory_format", None)
-        if kwargs:
-            raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
-        for arg in args:
-            if isinstance(arg, Tensor):
-                dtype = arg.dtype
-            elif isinstance(arg, Device) or (isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda")):
-                device = arg
-            elif arg is not None:
-                dtype = dtypes.as_dtype(arg)
+        from graphc.tensor_methods import to_arguments
+        device, dtype, _ = to_arguments(args, kwargs)
         if device is not None:
             from graphc import devices
             device = devices.require(device, f"move a module to {Device(device)}")
