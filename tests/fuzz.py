@@ -1,6 +1,7 @@
 """Differential fuzzing soak: random programs compiled by the C backend against the interpreter.
 
     python -m tests.fuzz --graphs 10000 [--seed N] [--max-seconds S] [--jobs J] [--batch B]
+    python -m tests.fuzz --target cuda-emulator        the generated CUDA, run by tests/cuda_emulator.py
 
 Program k of seed N is drawn from its own seeded generator, so `--seed N --only k` replays it.
 Several independent programs are gathered into one graph (`--batch`), since compiling dominates.
@@ -34,10 +35,23 @@ MINIMIZE_ATTEMPTS = 400
 
 
 # ---- running one graph both ways ----------------------------------------------------------------
+# what runs the compiled side: the C backend, or the CUDA backend's source on the host emulator
+# (matrix products by the tiled kernel, or as the runtime's library GEMM does them)
+TARGETS = ("c", "cuda-emulator", "cuda-emulator-library-gemm")
+
+
 def run_compiled(graph, bindings) -> list:
-    """The compiled C program's outputs (looked up at call time, so a test can wrap it)."""
-    from graphc.backends import c as c_backend
-    return c_backend.CompiledGraph(graph)(bindings)
+    """The compiled program's outputs (looked up at call time, so a test can wrap it); the target
+    comes from GRAPHC_FUZZ_TARGET, which worker processes inherit."""
+    target = os.environ.get("GRAPHC_FUZZ_TARGET", "c")
+    if target == "c":
+        from graphc.backends import c as c_backend
+        return c_backend.CompiledGraph(graph)(bindings)
+    if __package__:
+        from .cuda_emulator import EmulatedCudaGraph
+    else:
+        from cuda_emulator import EmulatedCudaGraph
+    return EmulatedCudaGraph(graph)(bindings, gemm_by_library=target == "cuda-emulator-library-gemm")
 
 
 def difference(got, want) -> str | None:
@@ -203,7 +217,7 @@ def _check_batch(seed: int, indices: list) -> list:
         if alone is None:
             continue
         small, small_failure = minimize(program, alone)
-        origin = f"--seed {seed} --only {k}"
+        origin = f"--seed {seed} --only {k}{_target_flag()}"
         findings.append(Finding(origin, alone.message, [small],
                                 reproducer([small], small_failure, origin)))
     if not findings:   # only fails together: drop programs while it still fails
@@ -217,6 +231,11 @@ def _check_batch(seed: int, indices: list) -> list:
         findings.append(Finding(origin, failure.message, [p for _, p in group],
                                 reproducer([p for _, p in group], failure, origin)))
     return findings
+
+
+def _target_flag() -> str:
+    target = os.environ.get("GRAPHC_FUZZ_TARGET", "c")
+    return "" if target == "c" else f" --target {target}"
 
 
 def _worker_setup():
@@ -259,7 +278,7 @@ def _parallel(batches: list, seed: int, jobs: int, deadline):
             try:
                 return alone.submit(check_batch, seed, group).result()
             except BrokenProcessPool:
-                replay = " or ".join(f"--seed {seed} --only {k}" for k in group)
+                replay = " or ".join(f"--seed {seed} --only {k}{_target_flag()}" for k in group)
                 return [Finding(f"--seed {seed}, programs {group}",
                                 f"the process checking these programs died (a crash in native code?); "
                                 f"replay each alone: {replay}", [], "")]
@@ -340,10 +359,13 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="independent programs per compiled graph")
     parser.add_argument("--only", type=int, default=None, help="check program ONLY of the seed alone")
     parser.add_argument("--save", default=None, help="directory to write reproducer scripts into")
+    parser.add_argument("--target", choices=TARGETS, default="c",
+                        help="what runs the compiled side (default c; the CUDA emulator needs g++)")
     args = parser.parse_args(argv)
+    os.environ["GRAPHC_FUZZ_TARGET"] = args.target
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2 ** 31)
     print(f"graphc fuzz: seed {seed}, {args.graphs if args.only is None else 1} programs, "
-          f"{args.jobs} job(s), batches of {args.batch}", flush=True)
+          f"{args.jobs} job(s), batches of {args.batch}, target {args.target}", flush=True)
     temporary = None
     if "GRAPHC_CACHE_DIR" not in os.environ:
         temporary = tempfile.mkdtemp(prefix="graphc-fuzz-cache-")
