@@ -23,6 +23,7 @@ from .artifact import Artifact
 from .build import cache_entries, clear_cache, compile_c, compile_cuda, load_cuda_program
 from .c_compiler import CCompiler, sanitize_requested
 from .cache import BuildCache, CacheEntry, CacheStats, cache_directory, default_cache
+from .cache_safety import make_private_directory
 from .compiler import Compiler
 from .cprogram import BoundCall, CProgram
 from .cuda import cuda_available
@@ -52,6 +53,7 @@ __all__ = [
     "NVRTCCompiler",
     "ToolchainMissing",
     "cache_directory",
+    "make_private_directory",
     "cache_entries",
     "clear_cache",
     "compile_c",

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 from .artifact import Artifact
-from .cache_safety import usable_cache_directory
+from .cache_safety import make_private_directory, usable_cache_directory
 from .errors import CompileError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -275,7 +275,7 @@ class BuildCache:
             return self._key_locks[key]
 
     def _build(self, key: str, source: str, compiler: "Compiler") -> Artifact:
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        make_private_directory(self.temp_dir)
         work = Path(tempfile.mkdtemp(prefix=f"build-{key[:16]}-", dir=self.temp_dir))
         keep_work = False
         try:
@@ -337,7 +337,7 @@ class BuildCache:
 
     def _publish(self, key: str, work: Path) -> Optional[Path]:
         """Rename ``work`` to ``entries/<key>``; None when a published entry is already there."""
-        self.entries_dir.mkdir(parents=True, exist_ok=True)
+        make_private_directory(self.entries_dir)
         final = self.entry_path(key)
         try:
             os.replace(work, final)
@@ -349,7 +349,7 @@ class BuildCache:
 
     def _keep_failed(self, key: str, work: Path, error: CompileError) -> tuple[Path, CompileError]:
         """Move a failed build to ``failed/<key>`` and point the error's paths there."""
-        self.failed_dir.mkdir(parents=True, exist_ok=True)
+        make_private_directory(self.failed_dir)
         target = self.failed_dir / key
         for _ in range(2):  # a concurrent failure of the same key may re-create it in between
             self._remove_directory(target)
@@ -370,7 +370,7 @@ class BuildCache:
         return True
 
     def _remove_directory(self, directory: Path) -> bool:
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        make_private_directory(self.temp_dir)
         trash = self.temp_dir / f"delete-{uuid.uuid4().hex}"
         try:
             os.replace(directory, trash)

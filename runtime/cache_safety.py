@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import CacheDirectoryUnsafe, CacheDirectoryWarning
 
-__all__ = ["check_cache_directory", "usable_cache_directory", "MANAGED_SUBDIRECTORIES"]
+__all__ = ["check_cache_directory", "usable_cache_directory", "make_private_directory", "MANAGED_SUBDIRECTORIES"]
 
 # Directories under the cache root whose contents graphc loads or publishes from.
 MANAGED_SUBDIRECTORIES = ("entries", "tmp", "failed", "pipelines")
@@ -42,6 +42,21 @@ def _problem(path: Path) -> str | None:
     return None
 
 
+def make_private_directory(path) -> None:
+    """Create ``path`` and its missing parents with mode 0700, whatever the umask: with a umask of
+    002 (common where every user has a group of their own) plain ``mkdir`` would make the cache's
+    directories group-writable, and the next process would refuse the cache graphc itself made."""
+    path = Path(path)
+    if path.is_dir():
+        return
+    if not path.parent.exists():
+        make_private_directory(path.parent)
+    try:
+        path.mkdir(mode=0o700)   # the umask can only take bits away from 0700
+    except FileExistsError:
+        pass   # made meanwhile by another process (check_cache_directory judges it)
+
+
 def check_cache_directory(root: Path) -> None:
     """Raise :class:`CacheDirectoryUnsafe` if ``root`` or a directory graphc manages inside it can
     be written by someone else. Missing directories are fine (graphc creates them private)."""
@@ -57,7 +72,7 @@ def check_cache_directory(root: Path) -> None:
 def _writable_problem(root: Path) -> str | None:
     """Create ``root`` (private) and a file in it; return what failed, or None."""
     try:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_directory(root)
         descriptor, probe = tempfile.mkstemp(prefix=".write-check-", dir=root)
         os.close(descriptor)
         os.unlink(probe)

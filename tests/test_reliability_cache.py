@@ -182,3 +182,28 @@ def test_four_processes_compiling_one_source_share_one_entry(tmp_path):
     assert sum(s["builds"] for s in stats) - sum(s["lost_races"] for s in stats) == 1
     cache = BuildCache(tmp_path / "cache")
     assert len(cache.entries()) == 1 and not list(cache.temp_dir.iterdir())
+
+
+def test_a_cache_made_under_umask_002_is_private_and_accepted_again(tmp_path, rng, monkeypatch):
+    """Where every user has a group of their own the umask is often 002; directories graphc makes
+    in its cache must still be 0700, or the next process would refuse graphc's own cache."""
+    from graphc.backends.c import CompiledGraph
+    from graphc.lazy import build_graph
+    from runtime.cache_safety import check_cache_directory
+    root = tmp_path / "cache"
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(root))
+    previous = os.umask(0o002)
+    try:
+        cache = BuildCache(root)
+        check_scale(compile_c(program_source(1.5), "scale", cache=cache), 1.5, rng)
+        x = graphc.tensor(rng.standard_normal(9).astype(np.float32))
+        gathered = build_graph([(x.exp() * 3)._node])
+        np.testing.assert_allclose(CompiledGraph(gathered.graph)(gathered.bindings)[0],
+                                   np.exp(x.numpy()) * 3, rtol=1e-6)   # writes a pipeline pickle too
+    finally:
+        os.umask(previous)
+    directories = [root, *(p for p in root.rglob("*") if p.is_dir())]
+    assert any(p.parent.name == "pipelines" for p in directories) and (root / "entries").is_dir()
+    loose = [str(p) for p in directories if stat.S_IMODE(p.stat().st_mode) & 0o077]
+    assert not loose, f"directories others can enter or write: {loose}"
+    check_cache_directory(root)   # a new process would accept it

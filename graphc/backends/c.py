@@ -100,7 +100,7 @@ def cached_pipeline(graph: Graph, aliases: dict | None = None):
         pass
     stages = compile_pipeline(graph, aliases)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        runtime.make_private_directory(path.parent)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
         with open(temporary, "wb") as file:
             pickle.dump(stages, file, protocol=pickle.HIGHEST_PROTOCOL)
