@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphc.autograd.grad_mode import is_grad_enabled
+from graphc.compile.function import _rebuild
 from graphc.lazy import contiguous_strides, strided_view
 from graphc.tensor import Tensor
 
@@ -235,7 +236,6 @@ class FastReplay:
                 tensors.append(Tensor._adopt(persistent.copy()))
             else:
                 tensors.append(Tensor._from_array(outputs[position], share=True))
-        from graphc.compile.function import _rebuild
         return _rebuild(variant.result_spec, tensors)
 
 
