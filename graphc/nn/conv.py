@@ -3,9 +3,8 @@ from __future__ import annotations
 
 
 from graphc.nn import functional as F, init
-from graphc.nn.linear import _empty
+from graphc.nn.linear import make_weight_and_bias
 from graphc.nn.module import Module, _check_device
-from graphc.nn.parameter import Parameter
 
 
 class Conv2d(Module):
@@ -39,14 +38,7 @@ class Conv2d(Module):
         self.output_padding = (0, 0)
         self.groups = groups
         self.padding_mode = padding_mode
-        self.weight = Parameter(_empty(out_channels, in_channels // groups, *self.kernel_size, dtype=dtype))
-        if bias:
-            self.bias = Parameter(_empty(out_channels, dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-        if device is not None:
-            self.to(device)  # made on the CPU, then moved where device= asks
+        make_weight_and_bias(self, (out_channels, in_channels // groups, *self.kernel_size), bias, device, dtype)
 
     def reset_parameters(self) -> None:
         init.default_layer_init_(self.weight, self.bias)

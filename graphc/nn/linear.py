@@ -14,6 +14,19 @@ def _empty(*shape, dtype=None):
     return empty(*shape, dtype=dtype or dtypes.get_default_dtype())
 
 
+def make_weight_and_bias(layer: Module, weight_shape, bias: bool, device, dtype) -> None:
+    """A layer's `weight` of `weight_shape` and (if asked) `bias` of its first dim, initialized by
+    the layer's own reset_parameters, made on the CPU and then moved where device= asks."""
+    layer.weight = Parameter(_empty(*weight_shape, dtype=dtype))
+    if bias:
+        layer.bias = Parameter(_empty(weight_shape[0], dtype=dtype))
+    else:
+        layer.register_parameter("bias", None)
+    layer.reset_parameters()
+    if device is not None:
+        layer.to(device)
+
+
 class Identity(Module):
     """Returns its input; takes (and ignores) any constructor arguments."""
 
@@ -33,14 +46,7 @@ class Linear(Module):
         _check_device(device)
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = Parameter(_empty(out_features, in_features, dtype=dtype))
-        if bias:
-            self.bias = Parameter(_empty(out_features, dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-        if device is not None:
-            self.to(device)  # made on the CPU, then moved where device= asks
+        make_weight_and_bias(self, (out_features, in_features), bias, device, dtype)
 
     def reset_parameters(self) -> None:
         init.default_layer_init_(self.weight, self.bias)
@@ -60,14 +66,7 @@ class Bilinear(Module):
         super().__init__()
         _check_device(device)
         self.in1_features, self.in2_features, self.out_features = in1_features, in2_features, out_features
-        self.weight = Parameter(_empty(out_features, in1_features, in2_features, dtype=dtype))
-        if bias:
-            self.bias = Parameter(_empty(out_features, dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-        if device is not None:
-            self.to(device)  # made on the CPU, then moved where device= asks
+        make_weight_and_bias(self, (out_features, in1_features, in2_features), bias, device, dtype)
 
     def reset_parameters(self) -> None:
         bound = 1 / math.sqrt(self.weight.shape[1])
