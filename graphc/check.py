@@ -22,6 +22,7 @@ import numpy as np
 
 from graphc.autograd import anomaly
 from graphc.errors import AnomalyError, CheckFailure
+from graphc.lowering.program import kernel_reads
 from graphc.ops import table
 
 COMPARE_FROM_ENVIRONMENT = os.environ.get("GRAPHC_CHECK", "").strip().lower() in ("1", "true", "yes", "on")
@@ -73,7 +74,7 @@ def run_checked(compiled, inputs: list, outputs: list, compare: bool, nan: bool)
     graph = compiled.located_graph() if hasattr(compiled, "located_graph") else plan.graph
     locate = _value_locator(graph, program, layout, inputs, outputs, compiled.arena)
     for index, kernel in enumerate(plan.kernels):
-        external = {source: locate(source).copy() for source in kernel_reads(graph, kernel)}
+        external = {source: locate(source).copy() for source in kernel_reads(graph, plan, kernel)}
         stepper.run_kernel(index, ctypes.addressof(table_of_pointers))
         produced = locate(kernel.root)
         if compare:
@@ -103,17 +104,6 @@ def _value_locator(graph, program, layout, inputs, outputs, arena):
         flat = arena[buffer.offset:buffer.offset + count * dtype.itemsize].view(dtype)
         return flat.reshape(node.shape)
     return locate
-
-
-def kernel_reads(graph, kernel) -> list:
-    """Values a kernel reads from memory: inputs of its nodes computed elsewhere, in first-use order."""
-    members = set(kernel.members)
-    reads = []
-    for member in kernel.members:
-        for source in graph.node(member).inputs:
-            if source not in members and source not in reads:
-                reads.append(source)
-    return reads
 
 
 def evaluate_kernel(graph, kernel, external: dict) -> dict:

@@ -84,7 +84,7 @@ def lower_program(plan: FusionPlan, name: str, aliases: dict | None = None,
                     columns_scratch[columns] = key
             scratch_of[index] = key
     for index, kernel in enumerate(plan.kernels):
-        for source in _reads(graph, plan, kernel):
+        for source in kernel_reads(graph, plan, kernel):
             key = buffer_of.get(source)
             if key in lifetimes:
                 lifetimes[key][1] = max(lifetimes[key][1], index)
@@ -149,7 +149,7 @@ def _safe_aliases(graph, plan, program, aliases, output_ids, buffer_of) -> dict:
         kernel = plan.kernels[writer]
         if kernel.kind not in ("pointwise",) or graph.node(node_id).shape != graph.node(source).shape:
             continue
-        if any(source in _reads(graph, plan, k) for k in plan.kernels[writer + 1:]):
+        if any(source in kernel_reads(graph, plan, k) for k in plan.kernels[writer + 1:]):
             continue
         loads, stores = _accesses(program.kernels[writer].body, buffer_of[source], buffer_of[node_id])
         if len(stores) == 1 and all(index == stores[0] for index in loads):
@@ -215,7 +215,7 @@ def _columns_key(graph, node):
     return (node.inputs[0], attrs, tuple(weight_shape))
 
 
-def _reads(graph, plan, kernel) -> set:
+def kernel_reads(graph, plan, kernel) -> set:
     members = set(kernel.members)
     found = set()
     for member in members:
