@@ -51,7 +51,7 @@ def compile_cuda(source: str, *, arch: Optional[str] = None, cache: Optional[Bui
     """Compile CUDA ``source`` (cached, like C builds) to PTX or a cubin; no GPU needed.
 
     ``arch``: ``compute_XX`` gives PTX, ``sm_XX`` a cubin; by default PTX for the current
-    device's compute capability (``compute_80`` where there is none). NVRTC if it can be found,
+    device (a cubin, see ``device_arch``; PTX for ``compute_80`` where there is none). NVRTC if it can be found,
     else ``nvcc`` (``options`` go to the compiler class). Raises CompileError, ToolchainMissing.
     """
     from .cuda_program import device_arch

@@ -78,11 +78,15 @@ def load_cuda_module(path) -> Any:
 
 
 def device_arch() -> Optional[str]:
-    """``compute_XX`` of the current CUDA device (PTX the driver finishes for it), or None."""
+    """``sm_XX`` of the current CUDA device, or None where there is none.
+
+    A cubin for exactly this GPU, not PTX: the driver loads it without a JIT step, and a cubin
+    from an NVRTC newer than the driver (same major version) still loads, where its PTX would be
+    refused as an unsupported PTX version."""
     try:
         import cupy
 
-        return f"compute_{cupy.cuda.Device().compute_capability}"
+        return f"sm_{cupy.cuda.Device().compute_capability}"
     except Exception:
         return None
 

@@ -40,13 +40,15 @@ def _wheel_directory(package: str) -> Optional[str]:
 
 
 def find_nvrtc_library() -> Optional[str]:
-    """Where libnvrtc is: the pip wheel first (its version is pinned by our ``cuda`` extra), then
-    the dynamic loader's search path, then CUDA toolkits under /usr/local. None if nowhere."""
-    wheel = _wheel_directory("nvidia.cuda_nvrtc")
-    if wheel is not None:
-        candidate = os.path.join(wheel, "lib", "libnvrtc.so.12")
-        if os.path.exists(candidate):
-            return candidate
+    """Where libnvrtc is: the pip wheels first (CUDA 12's ``nvidia/cuda_nvrtc``, pinned by our
+    ``cuda`` extra, then CUDA 13's ``nvidia/cu13``), then the dynamic loader's search path, then
+    CUDA toolkits under /usr/local. None if nowhere."""
+    namespace = _wheel_directory("nvidia")
+    if namespace is not None:
+        for pattern in ("cuda_nvrtc/lib/libnvrtc.so.12", "cu*/lib/libnvrtc.so.[0-9]*"):
+            candidates = sorted(glob.glob(os.path.join(namespace, pattern)))
+            if candidates:
+                return candidates[-1]
     found = ctypes.util.find_library("nvrtc")
     if found:
         return found

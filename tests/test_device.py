@@ -1,15 +1,17 @@
 """The device API: `graphc.device`, `device=` on creation functions, `.to/.cuda/.cpu`, `Module.to`,
 `graphc.cuda.*`, errors across devices and without CUDA.
 
-This machine has no GPU, so the CUDA plumbing is exercised through a test double (`fake_cuda`):
-`graphc.devices.cuda_arrays` returns a record whose array module is NumPy and whose compiled-graph
-class is the C backend's, counting every host<->device copy and every graph it runs. Everything
-above that seam (storages on a device, one graph per device, transfers, compile) is the product
-code a GPU runs.
+The tests take one GPU through the `counted_cuda` fixture, which counts every host<->device copy
+and every graph run. Under GRAPHC_DEVICE_TESTS=1 on a machine with a GPU it is the real one (CuPy
+arrays, graphs compiled by the CUDA backend). Elsewhere it is a test double behind the one seam,
+`graphc.devices.cuda_arrays`: NumPy memory, graphs compiled by the C backend. Everything above
+that seam (storages on a device, one graph per device, transfers, compile) is the product code a
+GPU runs.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import types
 
@@ -32,11 +34,15 @@ class _Counts(dict):
 
 
 @pytest.fixture
-def fake_cuda(monkeypatch):
-    """One fake GPU: NumPy memory, graphs compiled by the C backend, every copy counted."""
+def counted_cuda(monkeypatch):
+    """One GPU with every copy and graph run counted: the real one through CuPy when the suite runs
+    on a GPU (GRAPHC_DEVICE_TESTS=1), else the double: NumPy memory, graphs compiled by the C
+    backend."""
     counts = _Counts(to_device=0, to_host=0, compiled=0, runs=0)
+    real = _real_gpu()
+    base_graph = real.compiled_graph() if real is not None else CompiledGraph
 
-    class DoubleCompiledGraph(CompiledGraph):
+    class CountingCompiledGraph(base_graph):
         def __init__(self, graph, aliases=None):
             super().__init__(graph, aliases)
             counts["compiled"] += 1
@@ -47,19 +53,33 @@ def fake_cuda(monkeypatch):
 
     def to_device(array):   # like cupy.asarray of a NumPy array: always a new copy
         counts["to_device"] += 1
-        return np.array(array, order="C")
+        return real.from_host(array) if real is not None else np.array(array, order="C")
 
     def to_host(array):     # like cupy.asnumpy
         counts["to_host"] += 1
-        return np.array(array, order="C")
+        return real.to_host(array) if real is not None else np.array(array, order="C")
 
-    double = devices.DeviceArrays("cuda", np, np.ndarray, lambda: DoubleCompiledGraph, to_device, to_host,
-                                  lambda: 1, lambda index: "graphc test double",
-                                  lambda index: None, lambda index: contextlib.nullcontext())
-    monkeypatch.setattr(devices, "cuda_arrays", lambda: double)
+    if real is not None:
+        counts["name"] = real.device_name(0)
+        record = dataclasses.replace(real, compiled_graph=lambda: CountingCompiledGraph,
+                                     from_host=to_device, to_host=to_host)
+    else:
+        counts["name"] = "graphc test double"
+        record = devices.DeviceArrays("cuda", np, np.ndarray, lambda: CountingCompiledGraph, to_device, to_host,
+                                      lambda: 1, lambda index: "graphc test double",
+                                      lambda index: None, lambda index: contextlib.nullcontext())
+    monkeypatch.setattr(devices, "cuda_arrays", lambda: record)
     monkeypatch.setattr(runtime, "cuda_available", lambda: True)
     monkeypatch.setattr(devices, "_programs", {})
     return counts
+
+
+def _real_gpu():
+    """CuPy's record when the suite runs on a GPU (GRAPHC_DEVICE_TESTS=1 and one is usable)."""
+    from conftest import DEVICE_TESTS
+    if not DEVICE_TESTS or not runtime.cuda_available():
+        return None
+    return devices._load_cupy_arrays()
 
 
 @pytest.fixture
@@ -200,25 +220,25 @@ def test_gpu_without_nvrtc_names_the_missing_compiler(monkeypatch, clean_cupy_ca
 
 
 # ---- the double: graphc.cuda and transfers ------------------------------------------------------
-def test_cuda_module_functions(fake_cuda):
+def test_cuda_module_functions(counted_cuda):
     assert graphc.cuda.is_available() and graphc.cuda.device_count() == 1
     assert graphc.cuda.current_device() == 0
-    assert graphc.cuda.get_device_name() == graphc.cuda.get_device_name(0) == "graphc test double"
+    assert graphc.cuda.get_device_name() == graphc.cuda.get_device_name(0) == counted_cuda.name
     graphc.cuda.synchronize()
     with pytest.raises(devices.CudaUnavailable, match=r"invalid device ordinal \(cuda:3; 1 CUDA device visible\)"):
         graphc.zeros(2, device="cuda:3")
 
 
-def test_transfers_copy_values_both_ways(fake_cuda, rng):
+def test_transfers_copy_values_both_ways(counted_cuda, rng):
     a = _array(rng, 3, 5)
     x = graphc.tensor(a)
     on_gpu = x.cuda()
     assert on_gpu.device == graphc.device("cuda:0") and on_gpu.is_cuda and on_gpu.get_device() == 0
     assert str(on_gpu.device) == "cuda:0" and on_gpu.dtype is graphc.float32 and on_gpu.shape == (3, 5)
-    assert fake_cuda.to_device == 1
+    assert counted_cuda.to_device == 1
     assert on_gpu.to("cuda") is on_gpu and on_gpu.cuda() is on_gpu and on_gpu.to(on_gpu) is on_gpu
     back = on_gpu.cpu()
-    assert back.device == "cpu" and fake_cuda.to_host == 1
+    assert back.device == "cpu" and counted_cuda.to_host == 1
     np.testing.assert_array_equal(back.numpy(), a)
     # copies are independent of their source, both ways
     x.add_(1.0)
@@ -241,7 +261,7 @@ def test_transfers_copy_values_both_ways(fake_cuda, rng):
     np.testing.assert_allclose(on_gpu.cpu().numpy(), a * 2, rtol=1e-6)
 
 
-def test_reading_gpu_values(fake_cuda, rng):
+def test_reading_gpu_values(counted_cuda, rng):
     a = _array(rng, 2, 3)
     x = graphc.tensor(a, device="cuda")
     with pytest.raises(TypeError) as caught:
@@ -256,7 +276,7 @@ def test_reading_gpu_values(fake_cuda, rng):
     assert text.endswith("device='cuda:0')") and text == repr(graphc.tensor(a))[:-1] + ", device='cuda:0')"
 
 
-def test_creation_functions_on_cuda(fake_cuda, rng):
+def test_creation_functions_on_cuda(counted_cuda, rng):
     a = _array(rng, 3, 2)
     cases = [(graphc.tensor(a, device="cuda"), a),
              (graphc.zeros(2, 3, device="cuda"), np.zeros((2, 3), np.float32)),
@@ -278,7 +298,7 @@ def test_creation_functions_on_cuda(fake_cuda, rng):
     assert graphc.zeros_like(source, device="cpu").device == "cpu"
 
 
-def test_random_numbers_on_cuda_match_the_cpu_bits(fake_cuda):
+def test_random_numbers_on_cuda_match_the_cpu_bits(counted_cuda):
     seed = int(np.random.default_rng().integers(1 << 30))
     results = {}
     for device in ("cpu", "cuda"):
@@ -289,14 +309,14 @@ def test_random_numbers_on_cuda_match_the_cpu_bits(fake_cuda):
         results[device] = [v.cpu().numpy() for v in values]
     for on_cpu, on_gpu in zip(results["cpu"], results["cuda"]):
         np.testing.assert_array_equal(on_cpu, on_gpu)
-    assert fake_cuda.runs > 0      # the GPU's uniforms were computed by its own graphs
+    assert counted_cuda.runs > 0      # the GPU's uniforms were computed by its own graphs
 
 
 # ---- computing on the (fake) GPU ----------------------------------------------------------------
-def test_ops_on_cuda_match_numpy(fake_cuda, rng):
+def test_ops_on_cuda_match_numpy(counted_cuda, rng):
     a, b, c = _array(rng, 4, 6), _array(rng, 6, 3), _array(rng, 4, 1)
     x, w, s = (graphc.tensor(v, device="cuda") for v in (a, b, c))
-    runs = fake_cuda.runs
+    runs = counted_cuda.runs
     results = {
         "chain": ((x * 2 + s).tanh() - x.exp() / 3, np.tanh(a * 2.0 + c) - np.exp(a.astype(np.float64)) / 3),
         "matmul": (x @ w, a.astype(np.float64) @ b),
@@ -313,11 +333,11 @@ def test_ops_on_cuda_match_numpy(fake_cuda, rng):
     for name, (result, expected) in results.items():
         assert result.device == "cuda:0", name
         np.testing.assert_allclose(result.cpu().numpy(), expected, rtol=1e-5, atol=1e-5, err_msg=name)
-    assert fake_cuda.runs > runs
+    assert counted_cuda.runs > runs
     assert devices.stats["compiled"] + devices.stats["replayed"] > 0
 
 
-def test_scalars_and_zero_dim_cpu_tensors_mix_with_cuda(fake_cuda, rng):
+def test_scalars_and_zero_dim_cpu_tensors_mix_with_cuda(counted_cuda, rng):
     a = _array(rng, 3, 3)
     x = graphc.tensor(a, device="cuda")
     scale = graphc.tensor(float(rng.uniform(1, 2)))                    # 0-dim, on the CPU
@@ -328,7 +348,7 @@ def test_scalars_and_zero_dim_cpu_tensors_mix_with_cuda(fake_cuda, rng):
                                rtol=1e-5, atol=1e-5)
 
 
-def test_mixing_devices_raises_naming_op_devices_and_line(fake_cuda, rng):
+def test_mixing_devices_raises_naming_op_devices_and_line(counted_cuda, rng):
     x = graphc.tensor(_array(rng, 2, 3), device="cuda")
     y = graphc.tensor(_array(rng, 2, 3))
     m = graphc.tensor(_array(rng, 3, 2))
@@ -348,7 +368,7 @@ def test_mixing_devices_raises_naming_op_devices_and_line(fake_cuda, rng):
         graphc.cat([x, y])
 
 
-def test_gradients_live_on_the_parameters_device(fake_cuda, rng):
+def test_gradients_live_on_the_parameters_device(counted_cuda, rng):
     a, b = _array(rng, 5, 4), _array(rng, 4)
     x = graphc.tensor(a, device="cuda")
     w = graphc.tensor(b, device="cuda", requires_grad=True)
@@ -368,7 +388,7 @@ def test_gradients_live_on_the_parameters_device(fake_cuda, rng):
     np.testing.assert_array_equal(g.cpu().numpy(), np.full(4, 3.0, np.float32))
 
 
-def test_moving_a_tensor_that_requires_grad_is_refused(fake_cuda):
+def test_moving_a_tensor_that_requires_grad_is_refused(counted_cuda):
     w = graphc.ones(3, requires_grad=True)
     with pytest.raises(RuntimeError) as caught:
         w.cuda()
@@ -380,7 +400,7 @@ def test_moving_a_tensor_that_requires_grad_is_refused(fake_cuda):
     assert w.detach().cuda().requires_grad is False
 
 
-def test_in_place_writes_on_cuda(fake_cuda, rng):
+def test_in_place_writes_on_cuda(counted_cuda, rng):
     a, b = _array(rng, 4, 3), _array(rng, 4, 3)
     x = graphc.tensor(a, device="cuda")
     view = x[1:3]
@@ -403,7 +423,7 @@ def _model(seed):
     return nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
 
 
-def test_module_to_moves_parameters_and_buffers_in_place(fake_cuda):
+def test_module_to_moves_parameters_and_buffers_in_place(counted_cuda):
     model = _model(0)
     weights = [p.detach().numpy().copy() for p in model.parameters()]
     parameters = list(model.parameters())
@@ -435,7 +455,7 @@ def _train(model, optimizer, x, y, steps, step=None):
     return losses
 
 
-def test_training_on_cuda_matches_the_cpu(fake_cuda, rng):
+def test_training_on_cuda_matches_the_cpu(counted_cuda, rng):
     x, y = _array(rng, 16, 6), rng.integers(0, 3, 16)
     finals = {}
     for device in ("cpu", "cuda"):
@@ -454,7 +474,7 @@ def test_training_on_cuda_matches_the_cpu(fake_cuda, rng):
     np.testing.assert_allclose(finals["cuda"][2], finals["cpu"][2], rtol=1e-5, atol=1e-6)
 
 
-def test_compiled_step_on_cuda_runs_the_cuda_backend(fake_cuda, rng):
+def test_compiled_step_on_cuda_runs_the_cuda_backend(counted_cuda, rng):
     x, y = _array(rng, 16, 6), rng.integers(0, 3, 16)
     finals = {}
     for device in ("cpu", "cuda"):
@@ -470,21 +490,21 @@ def test_compiled_step_on_cuda_runs_the_cuda_backend(fake_cuda, rng):
             loss.backward()
             optimizer.step()
             return loss
-        runs = fake_cuda.runs
+        runs = counted_cuda.runs
         graphc.manual_seed(3)
         losses = _train(model, optimizer, graphc.tensor(x, device=device), graphc.tensor(y, device=device),
                         4, step)
         assert all(loss.device == device for loss in losses)
         assert all(p.device == device and p.grad.device == device for p in model.parameters())
         if device == "cuda":
-            assert fake_cuda.runs - runs == 4     # every call ran one graph on the (fake) GPU
+            assert counted_cuda.runs - runs == 4     # every call ran one graph on the (fake) GPU
         finals[device] = ([loss.item() for loss in losses], [p.detach().cpu().numpy() for p in model.parameters()])
     np.testing.assert_allclose(finals["cuda"][0], finals["cpu"][0], rtol=1e-5)
     for on_gpu, on_cpu in zip(finals["cuda"][1], finals["cpu"][1]):
         np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-5, atol=1e-6)
 
 
-def test_compiled_step_retraces_when_the_model_moves(fake_cuda, rng):
+def test_compiled_step_retraces_when_the_model_moves(counted_cuda, rng):
     model = nn.Linear(4, 2)
     optimizer = optim.SGD(model.parameters(), lr=0.1)
 
@@ -507,7 +527,7 @@ def test_compiled_step_retraces_when_the_model_moves(fake_cuda, rng):
         graphc.compile(lambda t: t.cuda() * 2)(graphc.tensor(a))
 
 
-def test_layers_made_with_device_live_there(fake_cuda, rng):
+def test_layers_made_with_device_live_there(counted_cuda, rng):
     layers = [nn.Linear(3, 2, device="cuda"), nn.Conv2d(1, 2, 3, device="cuda"), nn.BatchNorm2d(2, device="cuda"),
               nn.LayerNorm(4, device="cuda"), nn.Embedding(5, 3, device="cuda"), nn.Bilinear(2, 2, 1, device="cuda")]
     for layer in layers:
@@ -520,7 +540,7 @@ def test_layers_made_with_device_live_there(fake_cuda, rng):
                                rtol=1e-5, atol=1e-6)
 
 
-def test_nonzero_of_a_cuda_tensor_stays_on_the_device(fake_cuda, rng):
+def test_nonzero_of_a_cuda_tensor_stays_on_the_device(counted_cuda, rng):
     a = rng.integers(0, 2, (4, 5))
     x = graphc.tensor(a, device="cuda")
     found = x.nonzero()
