@@ -15,6 +15,11 @@ from codegen.kernel_ir import (Accumulate, Buffer, Const, Declare, Expr, Gemm, I
 
 # math functions given vector variants through libmvec prototypes in the prelude
 SIMD_FUNCTIONS = ("exp", "log", "sin", "cos", "tanh", "erf")
+# <math.h> functions the prelude makes type-generic (float arguments call the f-suffixed one)
+GENERIC_UNARY = ("acos", "asin", "atan", "acosh", "asinh", "atanh", "cos", "sin", "tan", "cosh", "sinh", "tanh",
+                 "exp", "exp2", "expm1", "log", "log10", "log1p", "log2", "cbrt", "fabs", "sqrt", "erf", "erfc",
+                 "lgamma", "tgamma", "ceil", "floor", "nearbyint", "rint", "round", "trunc")
+GENERIC_BINARY = ("atan2", "copysign", "fdim", "fmax", "fmin", "fmod", "hypot", "nextafter", "pow", "remainder")
 # below this many elements a kernel runs on one thread: OpenMP's fork costs more than it saves
 PARALLEL_THRESHOLD = 1 << 18
 
@@ -35,7 +40,7 @@ def render_program(program: Program, entry: str = "graphc_entry", profile: bool 
     return environment().get_template("program.c.jinja").render(
         program=program, kernels=kernels, entry=entry, profile=profile, stepping=stepping, uses_blas=program.uses_blas,
         uses_random=program.uses_random, checks_indices=program.checks_indices,
-        simd_functions=SIMD_FUNCTIONS)
+        simd_functions=SIMD_FUNCTIONS, generic_unary=GENERIC_UNARY, generic_binary=GENERIC_BINARY)
 
 
 def _comment_safe(text: str) -> str:

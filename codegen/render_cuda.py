@@ -91,7 +91,7 @@ def render_cuda_program(program: Program) -> tuple[str, list]:
             functions.append(function)
             manifest.append(launch)
     source = environment().get_template("program.cu.jinja").render(
-        program=program, functions=functions, uses_random=program.uses_random,
+        program=program, functions=functions, uses_random=program.uses_random, checks_indices=program.checks_indices,
         uses_gemm=any(s for k in program.kernels for s in k.body if isinstance(s, Gemm)), tile=GEMM_TILE)
     return source, manifest
 

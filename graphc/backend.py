@@ -48,12 +48,15 @@ def run(build) -> list:
 class _HostCopies:
     """A graph compiled for the GPU, called with host arrays and returning host arrays."""
 
+    current_graph = None
+
     def __init__(self, graph):
         from graphc.backends.cuda import CompiledCudaGraph
         self.compiled = CompiledCudaGraph(graph)
 
     def __call__(self, bindings) -> list:
         import cupy
+        self.compiled.current_graph = self.current_graph
         results = self.compiled({name: cupy.asarray(array) for name, array in bindings.items()})
         return [cupy.asnumpy(result) for result in results]
 

@@ -172,6 +172,7 @@ def run_graph(build, device) -> list:
             stats["compiled"] += 1
         else:
             stats["replayed"] += 1
+        program.current_graph = build.graph   # errors name this call's lines
         bindings = dict(build.bindings)
         for name in build.host_bound:
             if name in bindings:

@@ -116,6 +116,7 @@ class CudaProgram:
                 self.kernels[launch.name] = self.module.get_function(launch.name)
             except Exception as error:
                 raise LoadError(f"the CUDA module {artifact.path} has no kernel {launch.name!r}: {error}") from error
+        self._index_error = None          # graphc_index_error as a device array, once asked for
         self._prepared_for: Optional[tuple] = None
         self._prepared: list = []
 
@@ -150,6 +151,22 @@ class CudaProgram:
             prepared.append(PreparedLaunch(launch.name, self.kernels[launch.name], tuple(launch.grid),
                                            tuple(launch.block), args, int(launch.shared_bytes)))
         return prepared
+
+    def take_index_error(self) -> Optional[tuple]:
+        """(node id, index, axis size) of the first out-of-range gather/scatter index the launches
+        since the last call recorded (programs rendered with ``graphc_index_error``), or None;
+        the record is cleared. Reading it waits for the launches to finish."""
+        if self._index_error is None:
+            try:
+                pointer = self.module.get_global("graphc_index_error")
+            except Exception as error:
+                raise LoadError(f"the CUDA module {self.artifact.path} has no graphc_index_error: {error}") from error
+            self._index_error = self.xp.ndarray((3,), dtype=self.xp.int64, memptr=pointer)
+        record = self._index_error.get()
+        if record[0] < 0:
+            return None
+        self._index_error[0] = -1
+        return int(record[0]), int(record[1]), int(record[2])
 
     def __call__(self, buffers: Mapping[str, Any]) -> None:
         """Run every launch in order on the current stream (asynchronously, as CuPy does).

@@ -39,6 +39,17 @@ def pytest_report_header(config):
 
 
 @pytest.fixture
+def c_backend():
+    """Graphs realized during the test run on the C backend even where the suite runs on a GPU:
+    for tests of what only the C backend has (check mode, sanitizers) or of a machine without CUDA."""
+    from graphc import backend
+    saved = backend.get_default()
+    backend.set_default("c")
+    yield
+    backend.set_default(saved)
+
+
+@pytest.fixture
 def rng(request):
     """A NumPy generator seeded from the session seed and the test's id."""
     return np.random.default_rng([SESSION_SEED, zlib.crc32(request.node.nodeid.encode())])

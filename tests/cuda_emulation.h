@@ -307,6 +307,11 @@ static inline unsigned int atomicAdd(unsigned int *address, unsigned int value) 
 static inline unsigned long long atomicAdd(unsigned long long *address, unsigned long long value) {
   return graphc_emulated_atomic_add(address, value);
 }
+static inline unsigned long long atomicCAS(unsigned long long *address, unsigned long long expected,
+                                           unsigned long long desired) {
+  std::atomic_ref<unsigned long long>(*address).compare_exchange_strong(expected, desired);
+  return expected;   /* the old value, as CUDA's atomicCAS returns it */
+}
 
 /* ---- the prelude's own declarations -------------------------------------------------------------------
    The CUDA prelude typedefs the fixed-width integers itself (NVRTC has no libc headers), with

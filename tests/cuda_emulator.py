@@ -28,6 +28,7 @@ import numpy as np
 
 import runtime
 from codegen.render_cuda import render_cuda_program
+from graphc.backends.c import CallLocations
 from runtime.compiler import Compiler, run_build_command
 from runtime.cuda_gemm import library_gemm
 
@@ -196,12 +197,14 @@ class EmulatedProgram:
                 raise EmulationError(self.library.emu_error().decode())
 
 
-class EmulatedCudaGraph:
-    """A graph through the CUDA backend's pipeline and renderer, run by the emulator on NumPy arrays."""
+class EmulatedCudaGraph(CallLocations):
+    """A graph through the CUDA backend's pipeline and renderer, run by the emulator on NumPy arrays;
+    an out-of-range computed index raises IndexError as on a GPU (the device record read back)."""
 
     def __init__(self, graph, aliases: dict | None = None, cache=None):
         from graphc.backends.c import cached_pipeline
         self.plan, self.program_ir, self.layout, _ = cached_pipeline(graph, aliases)
+        self.graph = self.plan.graph
         self.source, self.launches = render_cuda_program(self.program_ir)
         self.program = EmulatedProgram(self.source, self.launches, cache=cache)
         self.input_buffers = [b.name for b in sorted((b for b in self.program_ir.buffers if b.role == "input"),
@@ -223,6 +226,11 @@ class EmulatedCudaGraph:
         arrays.update((f"out{k}", a.reshape(-1)) for k, a in enumerate(outputs))
         pointers = {name: array.ctypes.data for name, array in arrays.items()}
         self.program.run(pointers, grid_limit, arrays if gemm_by_library else None)
+        if self.program_ir.checks_indices:
+            record = (ctypes.c_int64 * 3).in_dll(self.program.library, "graphc_index_error")
+            if record[0] >= 0:
+                error, record[0] = tuple(record), -1
+                self.raise_index_error(*error)
         return [by_name[key] if kind == "input" else outputs[key] for kind, key in self.layout.results]
 
 

@@ -16,6 +16,9 @@ from graphc.errors import AnomalyError, CheckFailure
 from graphc.ops import table
 from helpers import line_of
 
+# check mode, anomaly detection and sanitizers are the C backend's: their graphs run there
+pytestmark = pytest.mark.usefixtures("c_backend")
+
 HERE = os.path.basename(__file__)
 
 

@@ -83,7 +83,7 @@ def _real_gpu():
 
 
 @pytest.fixture
-def no_cupy(monkeypatch):
+def no_cupy(monkeypatch, c_backend):
     """A machine where `import cupy` fails, whatever this one has."""
     monkeypatch.setitem(sys.modules, "cupy", None)
     devices._load_cupy_arrays.cache_clear()
@@ -107,7 +107,7 @@ def _fake_cupy(monkeypatch, device_count):
 
 
 @pytest.fixture
-def clean_cupy_cache():
+def clean_cupy_cache(c_backend):
     yield
     devices._load_cupy_arrays.cache_clear()
     runtime.cuda_available.cache_clear()

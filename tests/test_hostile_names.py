@@ -111,7 +111,8 @@ def test_hostile_names_train_correctly_and_never_reach_the_c_code(compiled, tmp_
         np.testing.assert_allclose(value.numpy(), want[name], rtol=1e-4, atol=1e-5, err_msg=repr(name))
     assert losses[-1] < losses[0]
 
-    sources = sorted((tmp_path / "cache").rglob("*.c"))
+    # C sources, and CUDA ones where the suite runs on a GPU (GRAPHC_DEVICE_TESTS=1)
+    sources = sorted([*(tmp_path / "cache").rglob("*.c"), *(tmp_path / "cache").rglob("*.cu")])
     assert sources, "nothing was compiled into the private cache"
     seen_in_comments = False
     for path in sources:

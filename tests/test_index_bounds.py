@@ -33,7 +33,8 @@ def test_computed_index_past_the_end(rng):
 def test_computed_negative_index_below_the_start(rng):
     x = graphc.tensor(rng.standard_normal(4).astype(np.float32))
     index = graphc.arange(3) - 6           # -6 -5 -4: -6 and -5 are below -4
-    with pytest.raises(IndexError, match=r"gather: index -2 is out of bounds for an axis of size 4"):
+    # the C backend reports the first in loop order (-2 after wrapping); GPU threads race for it
+    with pytest.raises(IndexError, match=r"gather: index -[21] is out of bounds for an axis of size 4"):
         x[index].numpy()
 
 

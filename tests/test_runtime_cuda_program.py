@@ -143,11 +143,12 @@ def test_compile_cuda_goes_through_the_build_cache(tmp_path, monkeypatch):
     program, manifest = conv_manifest()
     source, _ = render_cuda_program(program)
     first = runtime.compile_cuda(source)
-    assert not first.cache_hit and first.kind == "ptx"
-    if not runtime.cuda_available():       # no device: PTX for the default architecture
-        assert ".target sm_80" in first.read_text()
-    for launch in manifest:
-        assert f".entry {launch.name}(" in first.read_text()
+    if runtime.cuda_available():            # a cubin for the GPU here
+        assert not first.cache_hit and first.kind == "cubin" and first.read_bytes()[:4] == b"\x7fELF"
+    else:                                   # no device: PTX for the default architecture
+        assert not first.cache_hit and first.kind == "ptx" and ".target sm_80" in first.read_text()
+        for launch in manifest:
+            assert f".entry {launch.name}(" in first.read_text()
     second = runtime.compile_cuda(source)
     assert second.cache_hit and second.path == first.path
     cubin = runtime.compile_cuda(source, arch="sm_90")

@@ -15,6 +15,9 @@ import runtime
 from graphc.passes.memory import plan_memory
 from runtime import CCompiler
 
+# check mode, anomaly detection and sanitizers are the C backend's: their graphs run there
+pytestmark = pytest.mark.usefixtures("c_backend")
+
 ROOT = Path(__file__).resolve().parents[1]
 SANITIZER_REPORTS = ("AddressSanitizer", "runtime error:", "LeakSanitizer", "UndefinedBehaviorSanitizer")
 

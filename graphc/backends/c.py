@@ -110,7 +110,41 @@ def cached_pipeline(graph: Graph, aliases: dict | None = None):
     return stages
 
 
-class CompiledGraph:
+class CallLocations:
+    """What both backends' compiled graphs tell about the user's lines: graphs of one structure
+    share a program, but each call's nodes carry their own lines, which errors should name.
+    Subclasses set `graph` (the compiled graph) and `current_graph` (the call being run)."""
+
+    current_graph = None
+
+    def where_of(self, node_id: int) -> str:
+        """The user line of a node of the compiled graph, as the current call's graph has it
+        (simplify keeps the ids of the nodes it keeps, and one structure builds the same ids)."""
+        node, current = self.graph.node(node_id), self.current_graph
+        if current is not None and node_id in current and current.node(node_id).op == node.op:
+            return current.node(node_id).where
+        return node.where
+
+    def located_graph(self) -> Graph:
+        """The compiled graph with every node's user line as the current call's graph has it."""
+        if self.current_graph is None:
+            return self.graph
+        located = self.graph.copy()
+        for node in located.nodes():
+            node.where = self.where_of(node.id)
+        return located
+
+    def raise_index_error(self, node_id: int, index: int, size: int):
+        """The IndexError for a gather/scatter index computed inside the graph that fell outside
+        its axis (the generated code records the first one and clamps the access)."""
+        node = self.graph.node(node_id)
+        raise op_error(node.op, f"index {index} is out of bounds for an axis of size {size} (an index "
+                                "computed inside the graph)", self.where_of(node_id), kind=IndexError,
+                       hint="the graph's other results were computed with this index clamped into range; "
+                            "check the indices (e.g. labels against the number of classes)")
+
+
+class CompiledGraph(CallLocations):
     """A graph compiled to native code, callable with its placeholders' arrays."""
 
     def __init__(self, graph: Graph, aliases: dict | None = None, check: bool = False):
@@ -184,31 +218,10 @@ class CompiledGraph:
         if self._index_error is not None and self._index_error[0] >= 0:
             self._raise_index_error()
 
-    def where_of(self, node_id: int) -> str:
-        """The user line of a node of the compiled graph, as the current call's graph has it
-        (simplify keeps the ids of the nodes it keeps, and one structure builds the same ids)."""
-        node, current = self.graph.node(node_id), self.current_graph
-        if current is not None and node_id in current and current.node(node_id).op == node.op:
-            return current.node(node_id).where
-        return node.where
-
-    def located_graph(self) -> Graph:
-        """The compiled graph with every node's user line as the current call's graph has it."""
-        if self.current_graph is None:
-            return self.graph
-        located = self.graph.copy()
-        for node in located.nodes():
-            node.where = self.where_of(node.id)
-        return located
-
     def _raise_index_error(self):
         node_id, index, size = self._index_error[0], self._index_error[1], self._index_error[2]
         self._index_error[0] = -1
-        node = self.graph.node(node_id)
-        raise op_error(node.op, f"index {index} is out of bounds for an axis of size {size} (an index "
-                                "computed inside the graph)", self.where_of(node_id), kind=IndexError,
-                       hint="the graph's other results were computed with this index clamped into range; "
-                            "check the indices (e.g. labels against the number of classes)")
+        self.raise_index_error(node_id, index, size)
 
     def _run_checked(self, inputs: list, outputs: list) -> None:
         compare, nan = check.wanted(self)

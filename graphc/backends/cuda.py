@@ -12,12 +12,15 @@ import time
 
 import runtime
 from codegen.render_cuda import render_cuda_program
-from graphc.backends.c import cached_pipeline
+from graphc.backends.c import CallLocations, cached_pipeline
 from graphc.ir.graph import Graph
 
 
-class CompiledCudaGraph:
-    """A graph compiled to a CUDA module, callable with its placeholders' CuPy arrays."""
+class CompiledCudaGraph(CallLocations):
+    """A graph compiled to a CUDA module, callable with its placeholders' CuPy arrays.
+
+    A program whose gathers or scatters compute their indices reads the device's index-error
+    record after each call (a wait for the GPU) and raises IndexError as the C backend does."""
 
     def __init__(self, graph: Graph, aliases: dict | None = None):
         """`aliases`: output position -> placeholder name it may be written over (see Layout)."""
@@ -58,7 +61,13 @@ class CompiledCudaGraph:
         for position, array in (out or {}).items():
             outputs[position] = array
         self.program(self.buffer_table(inputs, outputs))
-        return [by_name[key] if kind == "input" else outputs[key] for kind, key in self.layout.results]
+        if self.program_ir.checks_indices:
+            error = self.program.take_index_error()
+            if error is not None:
+                self.raise_index_error(*error)
+        # a result that is an input unchanged (a clone simplified away) is copied: the caller adopts
+        # results as new storages, and CuPy views carry no `base` to tell it they are someone's memory
+        return [by_name[key].copy() if kind == "input" else outputs[key] for kind, key in self.layout.results]
 
 
 def _dense(array):
