@@ -17,10 +17,11 @@ import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .artifact import Artifact
-from .cuda_gemm import library_gemm
+from .cuda_gemm import CublasGemm, direct_gemm_supported, library_gemm
 from .errors import LoadError
 
-__all__ = ["CudaProgram", "PreparedLaunch", "PreparedGemm", "load_cuda_module", "device_arch", "GEMM_MODES"]
+__all__ = ["CudaProgram", "PreparedLaunch", "PreparedGemm", "PreparedCublas", "load_cuda_module", "device_arch",
+           "GEMM_MODES"]
 
 # how matrix-product launches run: "library" (cuBLAS through CuPy's matmul; the epilogue stays its
 # own fused launch) or "tiled" (the generated shared-memory kernel). Library GEMMs are the default:
@@ -63,6 +64,28 @@ class PreparedGemm:
     def __repr__(self) -> str:
         g = self.gemm
         return f"PreparedGemm({self.name}, {g.m}x{g.n}x{g.k}, batch {g.batch})"
+
+
+class PreparedCublas:
+    """A floating-point matrix-product launch as direct cuBLAS calls on the buffers' pointers."""
+
+    __slots__ = ("name", "call")
+
+    def __init__(self, name, call):
+        self.name, self.call = name, call
+
+    def __call__(self) -> None:
+        self.call()
+
+    def __repr__(self) -> str:
+        g = self.call.gemm
+        return f"PreparedCublas({self.name}, {g.m}x{g.n}x{g.k}, batch {g.batch})"
+
+
+def pointer(array) -> int:
+    """The device (or, for NumPy stand-ins, host) address of an array's first element."""
+    data = getattr(array, "data", None)
+    return data.ptr if hasattr(data, "ptr") else array.ctypes.data
 
 
 def load_cuda_module(path) -> Any:
@@ -117,8 +140,15 @@ class CudaProgram:
             except Exception as error:
                 raise LoadError(f"the CUDA module {artifact.path} has no kernel {launch.name!r}: {error}") from error
         self._index_error = None          # graphc_index_error as a device array, once asked for
-        self._prepared_for: Optional[tuple] = None
-        self._prepared: list = []
+        self._cublas: Any = False         # (binding, handle) once asked for; None: not CuPy
+        self._bound: Optional[dict] = None    # buffer name -> the array the prepared launches use
+        self._prepared: list = []             # per launch: its prepared call, or None (empty)
+        self._users: dict = {}                # buffer name -> indices of the launches taking it
+        for index, launch in enumerate(self.launches):
+            gemm = getattr(launch, "gemm", None)
+            names = set(launch.params) | ({gemm.a, gemm.b, gemm.c} if gemm is not None else set())
+            for name in names:
+                self._users.setdefault(name, []).append(index)
 
     @property
     def xp(self):
@@ -134,23 +164,64 @@ class CudaProgram:
     def prepare(self, buffers: Mapping[str, Any]) -> list:
         """The launches with their argument tuples (arrays in parameter order); launches with no
         blocks (an empty matrix product) are left out."""
-        prepared = []
-        for launch in self.launches:
-            if min(launch.grid) == 0 or min(launch.block) == 0:
-                continue
+        return [prepared for prepared in (self._prepare_one(launch, buffers) for launch in self.launches)
+                if prepared is not None]
+
+    def _prepare_one(self, launch, buffers: Mapping[str, Any]):
+        if min(launch.grid) == 0 or min(launch.block) == 0:
+            return None
+        try:
+            args = tuple(buffers[name] for name in launch.params)
+        except KeyError as error:
+            raise KeyError(f"launch {launch.name} needs buffer {error.args[0]!r}, which was not bound; "
+                           f"bound: {sorted(buffers)}") from None
+        gemm = getattr(launch, "gemm", None)
+        if gemm is not None and self.gemm_mode == "library":
+            if direct_gemm_supported(gemm) and self.cublas is not None:
+                call = CublasGemm(gemm, *self.cublas)
+                call.bind(pointer(buffers[gemm.a]), pointer(buffers[gemm.b]), pointer(buffers[gemm.c]))
+                return PreparedCublas(launch.name, call)
+            return PreparedGemm(launch.name, self.xp, buffers[gemm.a], buffers[gemm.b], buffers[gemm.c], gemm)
+        return PreparedLaunch(launch.name, self.kernels[launch.name], tuple(launch.grid),
+                              tuple(launch.block), args, int(launch.shared_bytes))
+
+    @property
+    def cublas(self) -> Optional[tuple]:
+        """(cuBLAS binding, handle) for direct GEMM calls, or None to use the array library's matmul
+        (an array module other than CuPy, as in the tests)."""
+        if self._cublas is False:
+            self._cublas = None
             try:
-                args = tuple(buffers[name] for name in launch.params)
-            except KeyError as error:
-                raise KeyError(f"launch {launch.name} needs buffer {error.args[0]!r}, which was not bound; "
-                               f"bound: {sorted(buffers)}") from None
-            gemm = getattr(launch, "gemm", None)
-            if gemm is not None and self.gemm_mode == "library":
-                prepared.append(PreparedGemm(launch.name, self.xp, buffers[gemm.a], buffers[gemm.b],
-                                             buffers[gemm.c], gemm))
-                continue
-            prepared.append(PreparedLaunch(launch.name, self.kernels[launch.name], tuple(launch.grid),
-                                           tuple(launch.block), args, int(launch.shared_bytes)))
-        return prepared
+                xp = self.xp
+            except ImportError:   # no CuPy: launches only (test doubles)
+                return None
+            if getattr(xp, "__name__", "") == "cupy":
+                from cupy.cuda import cublas, device
+                self._cublas = (cublas, device.get_cublas_handle())
+        return self._cublas
+
+    def __call__(self, buffers: Mapping[str, Any]) -> None:
+        """Run every launch in order on the current stream (asynchronously, as CuPy does).
+
+        Prepared launches are kept from call to call; only those taking a buffer bound to a
+        different array than last time are prepared again (an unchanged step does no work here)."""
+        bound = self._bound
+        if bound is None:
+            self._prepared = [self._prepare_one(launch, buffers) for launch in self.launches]
+            self._bound = dict(buffers)       # keeps the arrays alive, so their ids stay theirs
+        else:
+            changed = [name for name, array in buffers.items() if bound.get(name) is not array]
+            if changed:
+                for index in {i for name in changed for i in self._users.get(name, ())}:
+                    self._prepared[index] = self._prepare_one(self.launches[index], buffers)
+                bound.update((name, buffers[name]) for name in changed)
+        if self.cublas is not None:   # cuBLAS runs on the current stream, host-side alpha and beta
+            blas, handle = self.cublas
+            blas.setStream(handle, self.xp.cuda.get_current_stream().ptr)
+            blas.setPointerMode(handle, 0)
+        for launch in self._prepared:
+            if launch is not None:
+                launch()
 
     def take_index_error(self) -> Optional[tuple]:
         """(node id, index, axis size) of the first out-of-range gather/scatter index the launches
@@ -167,19 +238,6 @@ class CudaProgram:
             return None
         self._index_error[0] = -1
         return int(record[0]), int(record[1]), int(record[2])
-
-    def __call__(self, buffers: Mapping[str, Any]) -> None:
-        """Run every launch in order on the current stream (asynchronously, as CuPy does).
-
-        The prepared argument lists are kept while the same array objects are bound, so a replay
-        with the same buffers does no dictionary work."""
-        key = tuple(id(buffers[name]) for name in sorted(buffers))
-        if key != self._prepared_for:
-            self._prepared = self.prepare(buffers)
-            self._prepared_for = key
-            self._prepared_buffers = dict(buffers)  # keeps the arrays alive, so their ids stay theirs
-        for launch in self._prepared:
-            launch()
 
     def capture(self, buffers: Mapping[str, Any], stream: Any = None) -> Any:
         """The launches recorded once as a CUDA graph (``graph.launch(stream)`` replays them).

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from codegen.kernel_ir import Gemm
-from runtime.cuda_gemm import library_gemm
+from runtime.cuda_gemm import CublasGemm, direct_gemm_supported, library_gemm
 
 
 def reference(a, b, c_before, g):
@@ -91,3 +91,80 @@ def test_an_empty_sum_writes_zeros_and_an_empty_product_writes_nothing(rng):
     before = c.copy()
     library_gemm(np, a, b, c, empty)
     np.testing.assert_array_equal(c, before)
+
+
+# ---- CublasGemm: straight cuBLAS calls on pointers ----------------------------------------------
+class NumpyCublas:
+    """cuBLAS's gemm entry points over host memory, column-major as cuBLAS defines them, with
+    host-pointer alpha and beta: what `CublasGemm` calls on a GPU, here on NumPy arrays' addresses."""
+
+    def __init__(self):
+        self.calls = 0
+
+    @staticmethod
+    def _matrix(pointer, rows, cols, ld, dtype):
+        """The column-major [rows x cols] matrix at `pointer` with leading dimension ld."""
+        size = np.dtype(dtype).itemsize
+        flat = np.ctypeslib.as_array((np.ctypeslib.ctypes.c_char * ((cols - 1) * ld * size + rows * size))
+                                     .from_address(pointer))
+        return np.lib.stride_tricks.as_strided(flat.view(dtype), shape=(rows, cols), strides=(size, ld * size))
+
+    def _gemm(self, dtype, handle, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        assert handle == "handle"
+        self.calls += 1
+        scalar = lambda pointer: np.ctypeslib.as_array((np.ctypeslib.ctypes.c_char * 8).from_address(pointer))\
+            .view(dtype)[0]
+        left = self._matrix(a, *((k, m) if transa else (m, k)), lda, dtype)
+        right = self._matrix(b, *((n, k) if transb else (k, n)), ldb, dtype)
+        left, right = (left.T if transa else left), (right.T if transb else right)
+        out = self._matrix(c, m, n, ldc, dtype)
+        out[...] = scalar(alpha) * (left.astype(np.float64) @ right) + scalar(beta) * out
+
+    def sgemm(self, *args):
+        self._gemm(np.float32, *args)
+
+    def dgemm(self, *args):
+        self._gemm(np.float64, *args)
+
+    def _batched(self, dtype, handle, transa, transb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b,
+                 beta, c, ldc, stride_c, count):
+        size = np.dtype(dtype).itemsize
+        for index in range(count):
+            self._gemm(dtype, handle, transa, transb, m, n, k, alpha, a + index * stride_a * size, lda,
+                       b + index * stride_b * size, ldb, beta, c + index * stride_c * size, ldc)
+
+    def sgemmStridedBatched(self, *args):
+        self._batched(np.float32, *args)
+
+    def dgemmStridedBatched(self, *args):
+        self._batched(np.float64, *args)
+
+
+@pytest.mark.parametrize("ctype", ["float", "double"])
+@pytest.mark.parametrize("transpose_a,transpose_b,batch,sum_batches,broadcast_b",
+                         [combo for combo in itertools.product([False, True], [False, True], [1, 3],
+                                                               [False, True], [False, True])
+                          if not (combo[2] == 1 and (combo[3] or combo[4]))])
+def test_cublas_calls_compute_the_kernels_definition(rng, ctype, transpose_a, transpose_b, batch, sum_batches,
+                                                     broadcast_b):
+    dtype = np.float32 if ctype == "float" else np.float64
+    g = random_gemm(rng, transpose_a, transpose_b, batch, sum_batches, broadcast_b, ctype=ctype)
+    a, b, c = buffers(rng, g, dtype)
+    want = reference(a, b, c, g)
+    blas = NumpyCublas()
+    call = CublasGemm(g, blas, "handle")
+    call.bind(a.ctypes.data, b.ctypes.data, c.ctypes.data)
+    call()
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)   # untouched elements stay as they were
+    assert blas.calls == batch        # a strided-batched call counts one per batch in the stand-in
+    c_again = c.copy()
+    call()                            # the same pointers again: the same product, not an accumulation
+    np.testing.assert_allclose(c, c_again, rtol=1e-6, atol=1e-6)
+
+
+def test_cublas_path_leaves_integers_and_empty_sums_to_the_library_path():
+    assert direct_gemm_supported(Gemm("a", "b", "c", 2, 3, 4, False, False, 4, 3, 3))
+    assert not direct_gemm_supported(Gemm("a", "b", "c", 2, 3, 4, False, False, 4, 3, 3, ctype="int64_t"))
+    assert not direct_gemm_supported(Gemm("a", "b", "c", 2, 3, 0, False, False, 4, 3, 3))
+    with pytest.raises(ValueError, match="cuBLAS path cannot run"):
+        CublasGemm(Gemm("a", "b", "c", 0, 3, 2, False, False, 2, 3, 3), NumpyCublas(), "handle")

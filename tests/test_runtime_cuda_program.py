@@ -65,20 +65,24 @@ def test_launches_run_in_manifest_order_with_buffers_in_parameter_order():
     assert im2col.params == ("in0", "scratch0") and set(gemm.params) == {"in1", "scratch0", "t2"}
 
 
-def test_replay_with_the_same_arrays_reuses_the_argument_lists(monkeypatch):
+def test_replay_prepares_again_only_the_launches_whose_buffers_changed(monkeypatch):
     program, manifest = conv_manifest()
     module = FakeModule()
     cuda_program = CudaProgram(fake_artifact(), manifest, module=module, gemm="tiled")
     buffers = {b.name: object() for b in program.buffers}
     prepared = []
-    original = cuda_program.prepare
-    monkeypatch.setattr(cuda_program, "prepare", lambda b: prepared.append(1) or original(b))
+    original = cuda_program._prepare_one
+    monkeypatch.setattr(cuda_program, "_prepare_one", lambda launch, b: prepared.append(launch.name) or original(launch, b))
     cuda_program(buffers)
     cuda_program(dict(buffers))
-    assert len(prepared) == 1 and len(module.calls) == 2 * len(manifest)
-    buffers["in0"] = object()          # a new input array: arguments are rebuilt
+    assert len(prepared) == len(manifest) and len(module.calls) == 2 * len(manifest)
+    takes_input = [launch.name for launch in manifest if "in0" in launch.params]
+    assert 0 < len(takes_input) < len(manifest)
+    buffers["in0"] = object()          # a new input array: the launches taking it are prepared again
     cuda_program(buffers)
-    assert len(prepared) == 2 and module.calls[-len(manifest)][3][0] is buffers["in0"]
+    assert prepared[len(manifest):] == takes_input
+    for launch, call in zip(manifest, module.calls[-len(manifest):]):
+        assert call[3] == tuple(buffers[name] for name in launch.params)
 
 
 def test_empty_launches_are_skipped():

@@ -239,6 +239,23 @@ class FastReplay:
         return _rebuild(variant.result_spec, tensors)
 
 
+class DeviceReplay(FastReplay):
+    """FastReplay's guard checks for a variant compiled for a GPU; the run is the device path's
+    (`CompiledFunction._run_on_device`), which keeps its own views from call to call."""
+
+    def __init__(self, compiled, variant, function, args, kwargs, modules, optimizers):
+        super().__init__(compiled, variant, function, args, kwargs, modules, optimizers)
+        self.compiled = compiled
+
+    def run(self, args, kwargs, scalars):
+        arguments = [a for a in list(args) + [kwargs[k] for k in sorted(kwargs)] if isinstance(a, Tensor)] \
+            if kwargs else [a for a in args if isinstance(a, Tensor)]
+        for argument in arguments:
+            if argument._storage.array is None:
+                argument._realize()
+        return self.compiled._run_on_device(self.variant, arguments, scalars)
+
+
 def _destination_array(destination, output_spec):
     """The memory a state output is written into: the destination tensor's storage."""
     _, shape, _ = output_spec

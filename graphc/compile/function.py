@@ -169,9 +169,10 @@ class CompiledFunction:
         guards = guard_module.signature(args, kwargs, modules, optimizers)
         for variant in self.variants:
             if variant.guards == guards:
-                if variant.program is not None and variant.device.type == "cpu":
-                    from graphc.compile.fast_path import FastReplay
-                    self._fast = FastReplay(self, variant, self.function, args, kwargs, modules, optimizers)
+                if variant.program is not None:
+                    from graphc.compile.fast_path import DeviceReplay, FastReplay
+                    replay = FastReplay if variant.device.type == "cpu" else DeviceReplay
+                    self._fast = replay(self, variant, self.function, args, kwargs, modules, optimizers)
                 return self._replay(variant, args, kwargs)
         if self.strict and self.variants:
             raise self._strict_error(guards)
@@ -308,6 +309,9 @@ class CompiledFunction:
         # a trace that changed the watched state is not kept: run it once on the interpreter,
         # unless an earlier process already compiled it (then loading it is faster)
         aliases = _alias_candidates(variant)
+        if variant.device.type != "cpu":   # a CPU state read by a GPU program is bound as a copy
+            aliases = {position: name for position, name in aliases.items()
+                       if variant.sources[name][1].storage().device == variant.device}
         if steady or variant.device.type != "cpu" or self._already_compiled(build.graph, aliases):
             variant.program = self._compile(build.graph, aliases)
         variant.compile_seconds = time.perf_counter() - compile_started
@@ -336,9 +340,8 @@ class CompiledFunction:
     def _compile(self, graph, aliases=None):
         device = getattr(self, "_tracing_device", CPU)
         if device.type != "cpu":
-            # no aliases: the GPU program returns every update, written back by _run_on_device
             from graphc import devices
-            return devices.arrays_for(device).compiled_graph()(graph)
+            return devices.arrays_for(device).compiled_graph()(graph, aliases)
         name = self.backend or backend_module.get_default()
         if name == "numpy":
             return None
@@ -429,18 +432,33 @@ class CompiledFunction:
 
     def _run_on_device(self, variant: Variant, arguments, scalars):
         """`_run` for a graph compiled for a GPU: inputs are bound from device memory (Python
-        numbers, random keys and CPU scalars copied over), each update is copied into its
-        tensor's storage on the device, and results stay on the device."""
+        numbers, random keys and CPU tensors copied over), updates are written straight into
+        their tensors' memory (in place over the inputs the layout allows, else into the
+        destination's storage, else copied), and results stay on the device.
+
+        The device views of tensors and destinations are kept from call to call while their
+        storages hold the same arrays, so an unchanged step binds the same arrays and the
+        program reuses its prepared launches."""
         from graphc import devices
         device = variant.device
         xp = devices.arrays_for(device).xp
+        program = variant.program
+        views = variant.__dict__.setdefault("device_views", {})
         bindings = {}
         for name, source in variant.sources.items():
             kind = source[0]
             if kind in ("argument", "locator"):
                 storage = arguments[source[1]]._storage if kind == "argument" else source[1].storage()
+                cached = views.get(name)
+                if cached is not None and cached[0] is storage and cached[1] is storage.array:
+                    bindings[name] = cached[2]
+                    continue
                 value = strided_view(storage, *source[2])
-                bindings[name] = value if storage.device == device else devices.from_host(value, device)
+                if storage.device != device:     # a CPU tensor (a 0-dim one, as PyTorch allows)
+                    bindings[name] = devices.from_host(value, device)
+                    continue
+                views[name] = (storage, storage.array, value)
+                bindings[name] = value
             elif kind == "scalar":
                 bindings[name] = devices.from_host(np.array(float(scalars[source[1]]), dtype=np.float64), device)
             else:
@@ -449,23 +467,53 @@ class CompiledFunction:
                 bindings[name] = devices.from_host(key, device)
         if variant.random_keys:
             variant.random_keys[0][1].offset += variant.random_count
-        results = variant.program(bindings)
+        direct = {}   # distinct output position -> the device memory of the state it updates
+        layout = program.layout
+        for graph_position, destination in enumerate(variant.destinations):
+            kind, position = destination[0], layout.results[graph_position]
+            if kind == "result" or position[0] != "output" or position[1] in layout.aliased:
+                continue
+            if kind == "write" and destination[1] in variant.read_locators:
+                continue  # the graph reads the old value: write elsewhere, then copy
+            storage = destination[1].storage() if kind == "write" or destination[2].array is not None else None
+            if storage is None or storage.device != device:
+                continue
+            cached = views.get(("out", graph_position))
+            if cached is None or cached[0] is not storage or cached[1] is not storage.array:
+                shape = layout.outputs[position[1]][1]
+                view = storage.array[:int(np.prod(shape, dtype=np.int64))].reshape(shape) if kind == "new" \
+                    else strided_view(storage, *destination[2])
+                cached = views[("out", graph_position)] = (storage, storage.array, view)
+            direct[position[1]] = cached[2]
+        results = program(bindings, out=direct)
         variant.calls += 1
+        in_place = set(layout.aliased) | set(direct)
         tensors = []
-        for destination, value in zip(variant.destinations, results):
+        for graph_position, (destination, value) in enumerate(zip(variant.destinations, results)):
             kind = destination[0]
-            if kind == "result":
-                tensors.append(Tensor._on_device(xp.array(value, order="C"), device))
+            position = layout.results[graph_position]
+            if position[0] == "output" and position[1] in in_place:
+                if kind == "result":    # also written into a state: the result is its own copy
+                    tensors.append(Tensor._on_device(xp.array(value, order="C"), device))
+                elif kind == "write":
+                    destination[1].storage().version += 1
+                else:
+                    storage = destination[2] if destination[2].array is None else destination[1].storage()
+                    storage.version += 1
+                continue
+            if kind == "result":        # a fresh output array; an input returned unchanged is copied
+                tensors.append(Tensor._on_device(value if position[0] == "output" else xp.array(value, order="C"),
+                                                 device))
             elif kind == "write":
                 storage = destination[1].storage()
-                xp.copyto(strided_view(storage, *destination[2]), value)
+                _copy_into(strided_view(storage, *destination[2]), value, storage.device)
                 storage.version += 1
             else:
                 storage = destination[2] if destination[2].array is None else destination[1].storage()
                 if storage.array is None:
-                    storage.store(xp.array(value, order="C"))
+                    storage.store(value if storage.device == device else devices.to_host(value, device))
                 else:
-                    xp.copyto(storage.array.reshape(value.shape), value)
+                    _copy_into(storage.array.reshape(value.shape), value, storage.device)
                     storage.version += 1
         return _rebuild(variant.result_spec, tensors)
 
@@ -478,6 +526,23 @@ class CompiledFunction:
 
     def graphs(self) -> list:
         return [v.graph for v in self.variants]
+
+
+def _copy_into(target, value, target_device) -> None:
+    """Copy a GPU program's result into a state's memory, which may live on the CPU (Adam's step
+    count is a CPU tensor in PyTorch's layout)."""
+    from graphc import devices
+    if target_device.type == "cpu":
+        np.copyto(target, devices.to_host(value, _device_of(value)))
+    else:
+        devices.arrays_for(target_device).xp.copyto(target, value)
+
+
+def _device_of(array):
+    """The device of a GPU array (CuPy's `.device.id`, or cuda:0 for test doubles)."""
+    from graphc.size import device as Device
+    index = getattr(getattr(array, "device", None), "id", 0)
+    return Device("cuda", index if isinstance(index, int) else 0)
 
 
 class _schedulers_recorded:
