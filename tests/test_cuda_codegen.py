@@ -215,3 +215,16 @@ def test_top_level_lets_are_recomputed_in_each_launch_that_reads_them():
         assert "const float scale = (x[0] * 2.0f);" in function_text(source, launch.name)
     assert manifest[1].params == ("x", "z")
     cuda_compiler("sm_90").compile(source)
+
+
+def test_int32_max_reductions_are_built_with_ptxas_at_O0_and_others_are_not():
+    """The workaround for a ptxas bug seen on an H100 (graphc/backends/cuda.py): an int32 min
+    (a max over negated values) gets `-Xptxas -O0`; float and int64 reductions keep full ptxas."""
+    from graphc.backends.cuda import ptxas_flags
+
+    def source_for(dtype):
+        values = graphc.arange(60).reshape(3, 4, 5).to(dtype)
+        _, program, _, _ = compile_pipeline(graphc.trace(lambda x: x.amin(0), values))
+        return render_cuda_program(program)[0]
+    assert ptxas_flags(source_for(graphc.int32)) == ("-Xptxas", "-O0")
+    assert ptxas_flags(source_for(graphc.int64)) == ptxas_flags(source_for(graphc.float32)) == ()

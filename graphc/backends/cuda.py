@@ -8,12 +8,25 @@ host tensors copy back (`graphc.backend` with GRAPHC_BACKEND=cuda).
 """
 from __future__ import annotations
 
+import re
 import time
 
 import runtime
 from codegen.render_cuda import render_cuda_program
 from graphc.backends.c import CallLocations, cached_pipeline
 from graphc.ir.graph import Graph
+
+
+# ptxas of CUDA 13.0 (driver 580) for sm_90 miscompiles an int32 max reduction over negated values
+# (how graphc computes int32 min) at -O1 and above: the PTX is right and -O0 gives the right
+# answer (seen on an H100, 2026-11-23; test_max_min_values_and_indices[*-int32]). Programs with an
+# int32 max accumulator are built with ptxas at -O0; int32 reductions are rare in training steps.
+PTXAS_O0_PATTERN = re.compile(r"\bint32_t acc\d+ = INT32_MIN;")
+
+
+def ptxas_flags(source: str) -> tuple:
+    """Extra NVRTC flags a CUDA source needs to work around known ptxas bugs."""
+    return ("-Xptxas", "-O0") if PTXAS_O0_PATTERN.search(source) else ()
 
 
 class CompiledCudaGraph(CallLocations):
@@ -30,7 +43,7 @@ class CompiledCudaGraph(CallLocations):
         self.plan, self.program_ir, self.layout, _ = cached_pipeline(graph, aliases)
         self.graph = self.plan.graph
         self.source, self.launches = render_cuda_program(self.program_ir)
-        self.program = runtime.load_cuda_program(self.source, self.launches)
+        self.program = runtime.load_cuda_program(self.source, self.launches, extra_flags=ptxas_flags(self.source))
         self.compile_seconds = time.perf_counter() - started
         self.cache_hit = self.program.cache_hit
         self.arena = cupy.empty(max(self.layout.arena_bytes, 1), dtype=cupy.uint8)
