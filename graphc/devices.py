@@ -148,6 +148,16 @@ def from_host(array: np.ndarray, device):
         return arrays.from_host(_dense(array))
 
 
+def copy_from_host(target, array: np.ndarray, device) -> None:
+    """Overwrite a device array (same shape and dtype) with a host array's values."""
+    xp = arrays_for(device).xp
+    if xp is np:
+        np.copyto(target, array)
+    else:
+        with arrays_for(device).select(device.index):
+            target.set(np.array(array, order="C"))   # (ascontiguousarray would make a 0-d array 1-d)
+
+
 def _dense(array):
     """C-contiguous (copied only when it is not), 0-d arrays kept 0-d (`ascontiguousarray` makes
     them 1-d)."""

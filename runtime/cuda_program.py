@@ -248,10 +248,15 @@ class CudaProgram:
         prepared = self.prepare(buffers)
         stream = stream if stream is not None else cupy.cuda.Stream(non_blocking=True)
         with stream:
+            if self.cublas is not None:     # cuBLAS calls are recorded on the capturing stream
+                blas, handle = self.cublas
+                blas.setStream(handle, stream.ptr)
+                blas.setPointerMode(handle, 0)
             stream.begin_capture()
             try:
                 for launch in prepared:
                     launch()
             finally:
                 graph = stream.end_capture()
+        self._captured_prepared = prepared  # the graph holds the host scalars' addresses (alpha, beta)
         return graph

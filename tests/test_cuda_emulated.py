@@ -266,3 +266,26 @@ def test_a_matmul_with_more_row_tiles_than_gridDim_y_allows(rng, monkeypatch):
     emulated = EmulatedCudaGraph(gathered.graph)
     assert all(l.grid[1] <= 3 for l in emulated.launches) and any(l.grid[1] == 3 for l in emulated.launches)
     assert_matches(emulated(gathered.bindings), interpreter.evaluate(gathered.graph, gathered.bindings), "tall")
+
+
+def test_a_computed_index_out_of_range_raises_from_the_device_record(rng):
+    """The CUDA prelude records the first out-of-range gather index on the device (graphc_index_error,
+    claimed with atomicCAS) and clamps the access; the backend reads the record back and raises
+    IndexError naming the op, the index and the axis, like the C backend. Here every thread of
+    a block races for the record; any one of the bad indices may win. Reading clears it."""
+    data = rng.standard_normal(300).astype(np.float32)
+    x = graphc.tensor(data)
+    shift = int(rng.integers(1, 50))
+    offset = graphc.tensor(shift)
+    build = build_graph([x[graphc.arange(300) + offset]._node])   # the last `shift` indices overrun
+    emulated = EmulatedCudaGraph(build.graph)
+    with pytest.raises(IndexError) as caught:
+        emulated(build.bindings)
+    message = str(caught.value)
+    index = int(message.split("index ")[1].split(" ")[0])
+    assert 300 <= index < 300 + shift and "out of bounds for an axis of size 300" in message
+    assert message.startswith("gather:") and "test_cuda_emulated.py" in message
+    # the same program with an offset that keeps every index in range: no stale record, right values
+    in_range = {name: (np.array(0, dtype=value.dtype) if np.ndim(value) == 0 else value)
+                for name, value in build.bindings.items()}
+    np.testing.assert_array_equal(emulated(in_range)[0], data)

@@ -32,11 +32,18 @@ def ptxas_flags(source: str) -> tuple:
 class CompiledCudaGraph(CallLocations):
     """A graph compiled to a CUDA module, callable with its placeholders' CuPy arrays.
 
-    A program whose gathers or scatters compute their indices reads the device's index-error
-    record after each call (a wait for the GPU) and raises IndexError as the C backend does."""
+    A program with gathers or scatters reads the device's index-error record after each call (a
+    wait for the GPU) and raises IndexError as the C backend does."""
 
-    def __init__(self, graph: Graph, aliases: dict | None = None):
-        """`aliases`: output position -> placeholder name it may be written over (see Layout)."""
+    def __init__(self, graph: Graph, aliases: dict | None = None, replay: bool = False):
+        """`aliases`: output position -> placeholder name it may be written over (see Layout).
+
+        `replay`: a call whose buffers all sit where an earlier call's did replays the launches as
+        one captured CUDA graph (captured the second time those addresses are seen; not for
+        programs whose products run through cuBLAS, see below); outputs of up to
+        SMALL_OUTPUT_BYTES that the caller does not place with `out` then live in buffers this
+        object owns, overwritten by the next call (`persistent` lists them: callers copy what
+        they keep)."""
         import cupy
 
         started = time.perf_counter()
@@ -52,6 +59,16 @@ class CompiledCudaGraph(CallLocations):
                       for b in self.program_ir.buffers if b.role == "temp"}
         self.input_buffers = [b.name for b in sorted((b for b in self.program_ir.buffers if b.role == "input"),
                                                      key=lambda b: b.slot)]
+        # CuPy refuses cuBLAS calls during stream capture: programs with library GEMMs run
+        # launch by launch (their host cost is already a few calls per product)
+        self.replay = replay and (self.program.gemm_mode != "library"
+                                  or all(getattr(launch, "gemm", None) is None for launch in self.launches))
+        self.persistent = {position: cupy.empty(shape, dtype=dtype)
+                           for position, (_, shape, dtype) in enumerate(self.layout.outputs)
+                           if replay and _nbytes(shape, dtype) <= SMALL_OUTPUT_BYTES}
+        self.replays = 0                  # calls that ran as one CUDA graph launch
+        self._graphs: dict = {}           # buffer addresses -> captured CUDA graph
+        self._seen: dict = {}             # buffer addresses seen once (captured when seen again)
 
     def buffer_table(self, inputs: list, outputs: list) -> dict:
         """{buffer name: array} for the launches: inputs by slot, outputs by position, temps."""
@@ -67,13 +84,17 @@ class CompiledCudaGraph(CallLocations):
         import cupy
 
         inputs = [_dense(cupy.asarray(bindings[name])) for name in self.layout.input_names]
-        outputs = [cupy.empty(shape, dtype=dtype) for _, shape, dtype in self.layout.outputs]
+        persistent = self.persistent
         by_name = dict(zip(self.layout.input_names, inputs))
-        for position, name in (self.layout.aliased or {}).items():
-            outputs[position] = by_name[name]
-        for position, array in (out or {}).items():
-            outputs[position] = array
-        self.program(self.buffer_table(inputs, outputs))
+        aliased, out = self.layout.aliased or {}, out or {}
+        outputs = [out[position] if position in out else by_name[aliased[position]] if position in aliased
+                   else persistent[position] if position in persistent else cupy.empty(shape, dtype=dtype)
+                   for position, (_, shape, dtype) in enumerate(self.layout.outputs)]
+        table = self.buffer_table(inputs, outputs)
+        if self.replay:
+            self._run_or_replay(table)
+        else:
+            self.program(table)
         if self.program_ir.checks_indices:
             error = self.program.take_index_error()
             if error is not None:
@@ -81,6 +102,41 @@ class CompiledCudaGraph(CallLocations):
         # a result that is an input unchanged (a clone simplified away) is copied: the caller adopts
         # results as new storages, and CuPy views carry no `base` to tell it they are someone's memory
         return [by_name[key].copy() if kind == "input" else outputs[key] for kind, key in self.layout.results]
+
+    def _run_or_replay(self, table: dict) -> None:
+        """Replay a captured graph when every buffer is where it was at its capture; capture the
+        second time a set of addresses is seen; else launch one by one. A few sets are kept:
+        state allocated afresh each step (gradients after zero_grad) often alternates between
+        two addresses as the memory pool hands blocks back."""
+        import cupy
+
+        key = tuple(array.data.ptr for array in table.values())
+        stream = cupy.cuda.get_current_stream()
+        graph = self._graphs.get(key)
+        if graph is None:
+            if key not in self._seen:
+                if len(self._seen) >= 4 * CAPTURED_GRAPHS:
+                    self._seen.clear()
+                self._seen[key] = True
+                self.program(table)
+                return
+            if len(self._graphs) >= CAPTURED_GRAPHS:
+                self._graphs.pop(next(iter(self._graphs)))   # the oldest capture
+            # the graph holds raw addresses, and is launched only for a call whose (live) arrays
+            # sit at exactly those addresses: it never needs to keep this call's arrays alive
+            graph = self._graphs[key] = self.program.capture(table)
+        graph.launch(stream)
+        self.replays += 1
+
+
+CAPTURED_GRAPHS = 4       # captured graphs kept per program (one per set of buffer addresses)
+
+SMALL_OUTPUT_BYTES = 1 << 16
+
+
+def _nbytes(shape, dtype) -> int:
+    import numpy as np
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
 def _dense(array):

@@ -341,7 +341,8 @@ class CompiledFunction:
         device = getattr(self, "_tracing_device", CPU)
         if device.type != "cpu":
             from graphc import devices
-            return devices.arrays_for(device).compiled_graph()(graph, aliases)
+            # replay: an unchanged step runs as one captured CUDA graph
+            return devices.arrays_for(device).compiled_graph()(graph, aliases, replay=True)
         name = self.backend or backend_module.get_default()
         if name == "numpy":
             return None
@@ -455,16 +456,17 @@ class CompiledFunction:
                     continue
                 value = strided_view(storage, *source[2])
                 if storage.device != device:     # a CPU tensor (a 0-dim one, as PyTorch allows)
-                    bindings[name] = devices.from_host(value, device)
+                    bindings[name] = _device_cell(views, name, value, device)
                     continue
                 views[name] = (storage, storage.array, value)
                 bindings[name] = value
             elif kind == "scalar":
-                bindings[name] = devices.from_host(np.array(float(scalars[source[1]]), dtype=np.float64), device)
+                bindings[name] = _device_cell(views, name, np.array(float(scalars[source[1]]), dtype=np.float64),
+                                              device)
             else:
                 offset, generator = variant.random_keys[source[1]]
                 key = np.array([generator.seed, generator.offset + offset], dtype=np.int64)
-                bindings[name] = devices.from_host(key, device)
+                bindings[name] = _device_cell(views, name, key, device)
         if variant.random_keys:
             variant.random_keys[0][1].offset += variant.random_count
         direct = {}   # distinct output position -> the device memory of the state it updates
@@ -475,6 +477,8 @@ class CompiledFunction:
                 continue
             if kind == "write" and destination[1] in variant.read_locators:
                 continue  # the graph reads the old value: write elsewhere, then copy
+            if kind == "new" and getattr(program, "replay", False):
+                continue  # state made afresh each call (gradients after zero_grad) moves: copy it out
             storage = destination[1].storage() if kind == "write" or destination[2].array is not None else None
             if storage is None or storage.device != device:
                 continue
@@ -485,7 +489,20 @@ class CompiledFunction:
                     else strided_view(storage, *destination[2])
                 cached = views[("out", graph_position)] = (storage, storage.array, view)
             direct[position[1]] = cached[2]
-        results = program(bindings, out=direct)
+        # every other state output goes to a scratch buffer kept from call to call, then is copied:
+        # with all addresses fixed, an unchanged step replays as one CUDA graph
+        scratch = {}
+        for graph_position, destination in enumerate(variant.destinations):
+            position = layout.results[graph_position]
+            if destination[0] == "result" or position[0] != "output" or position[1] in layout.aliased \
+                    or position[1] in direct:
+                continue
+            array = views.get(("scratch", position[1]))
+            if array is None:
+                _, shape, dtype = layout.outputs[position[1]]
+                array = views[("scratch", position[1])] = xp.empty(shape, dtype=dtype)
+            scratch[position[1]] = array
+        results = program(bindings, out={**direct, **scratch})
         variant.calls += 1
         in_place = set(layout.aliased) | set(direct)
         tensors = []
@@ -501,17 +518,18 @@ class CompiledFunction:
                     storage = destination[2] if destination[2].array is None else destination[1].storage()
                     storage.version += 1
                 continue
-            if kind == "result":        # a fresh output array; an input returned unchanged is copied
-                tensors.append(Tensor._on_device(value if position[0] == "output" else xp.array(value, order="C"),
-                                                 device))
+            if kind == "result":        # a fresh output array; inputs and the program's own buffers are copied
+                fresh = position[0] == "output" and position[1] not in getattr(program, "persistent", ())
+                tensors.append(Tensor._on_device(value if fresh else xp.array(value, order="C"), device))
             elif kind == "write":
                 storage = destination[1].storage()
                 _copy_into(strided_view(storage, *destination[2]), value, storage.device)
                 storage.version += 1
             else:
                 storage = destination[2] if destination[2].array is None else destination[1].storage()
-                if storage.array is None:
-                    storage.store(value if storage.device == device else devices.to_host(value, device))
+                if storage.array is None:     # the scratch buffer is the program's: store a copy
+                    storage.store(xp.array(value, order="C") if storage.device == device
+                                  else devices.to_host(value, device))
                 else:
                     _copy_into(storage.array.reshape(value.shape), value, storage.device)
                     storage.version += 1
@@ -526,6 +544,18 @@ class CompiledFunction:
 
     def graphs(self) -> list:
         return [v.graph for v in self.variants]
+
+
+def _device_cell(views: dict, name, host_value: np.ndarray, device):
+    """A device array holding `host_value`, the same array from call to call (its contents
+    replaced), so a step's bindings keep their addresses and its CUDA graph can be replayed."""
+    from graphc import devices
+    cell = views.get(("cell", name))
+    if cell is None or cell.shape != host_value.shape or cell.dtype != host_value.dtype:
+        cell = views[("cell", name)] = devices.from_host(np.array(host_value, order="C"), device)
+    else:
+        devices.copy_from_host(cell, host_value, device)
+    return cell
 
 
 def _copy_into(target, value, target_device) -> None:
