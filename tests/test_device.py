@@ -590,3 +590,28 @@ def test_an_unchanged_compiled_step_replays_as_one_cuda_graph(counted_cuda, rng)
             assert replays >= 4, replays
     np.testing.assert_allclose(finals["cuda"][0], finals["cpu"][0], rtol=1e-5)
     np.testing.assert_allclose(finals["cuda"][1], finals["cpu"][1], rtol=1e-5)
+
+
+def test_a_compiled_result_that_is_also_a_state_update_is_its_own_copy(counted_cuda, rng):
+    """A step returning an updated parameter's value: the result and the update may be one
+    program output, written in place or through memory the step keeps between calls; the
+    returned tensor must not change when the step runs again."""
+    x = graphc.tensor(_array(rng, 16, 3), device="cuda")
+    w = graphc.tensor(_array(rng, 3), device="cuda", requires_grad=True)
+    optimizer = optim.SGD([w], lr=0.1, momentum=0.9)
+
+    @graphc.compile
+    def step(inputs):
+        optimizer.zero_grad()
+        loss = (inputs @ w).tanh().pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        return loss, w.detach() * 1.0
+    kept = []
+    for _ in range(4):
+        loss, value = step(x)
+        kept.append((value, value.cpu().numpy().copy(), w.detach().cpu().numpy().copy()))
+    for value, seen, parameter in kept:
+        np.testing.assert_array_equal(seen, parameter)          # the value after that call's update
+        np.testing.assert_array_equal(value.cpu().numpy(), seen)  # unchanged by later calls
+    assert not np.array_equal(kept[0][1], kept[-1][1])

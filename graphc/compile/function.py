@@ -139,6 +139,9 @@ class Variant:
     events: list = field(default_factory=list)
     read_locators: set = field(default_factory=set)   # locators whose old value the graph reads
     device: object = CPU           # where the graph's values live (a GPU: the CUDA backend runs it)
+    # GPU variants: device views of inputs and destinations, device cells for scalars and random
+    # keys, scratch outputs, kept from call to call (see CompiledFunction._run_on_device)
+    device_views: dict = field(default_factory=dict)
 
 
 class CompiledFunction:
@@ -444,7 +447,7 @@ class CompiledFunction:
         device = variant.device
         xp = devices.arrays_for(device).xp
         program = variant.program
-        views = variant.__dict__.setdefault("device_views", {})
+        views = variant.device_views
         bindings = {}
         for name, source in variant.sources.items():
             kind = source[0]
@@ -519,7 +522,8 @@ class CompiledFunction:
                     storage.version += 1
                 continue
             if kind == "result":        # a fresh output array; inputs and the program's own buffers are copied
-                fresh = position[0] == "output" and position[1] not in getattr(program, "persistent", ())
+                fresh = position[0] == "output" and position[1] not in scratch \
+                    and position[1] not in getattr(program, "persistent", ())
                 tensors.append(Tensor._on_device(value if fresh else xp.array(value, order="C"), device))
             elif kind == "write":
                 storage = destination[1].storage()
