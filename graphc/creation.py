@@ -99,6 +99,10 @@ def _infer_dtype(data, array: np.ndarray):
 
 def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A new tensor holding a copy of `data` (nested lists, scalars, NumPy arrays, tensors)."""
+    if type(data) is np.ndarray and device is None:
+        # the common case in a training loop (a batch from NumPy): one copy, straight into storage
+        target = dtypes.as_dtype(dtype) if dtype is not None else dtypes.from_numpy(data.dtype)
+        return _finish(Tensor._adopt(np.array(data, dtype=target.numpy, order="C")), requires_grad)
     if isinstance(data, Tensor):
         device = _device(device, data.device)
         array = np.array(data._value())
