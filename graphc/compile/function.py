@@ -527,7 +527,7 @@ class CompiledFunction:
                 tensors.append(Tensor._on_device(value if fresh else xp.array(value, order="C"), device))
             elif kind == "write":
                 storage = destination[1].storage()
-                _copy_into(strided_view(storage, *destination[2]), value, storage.device)
+                _copy_into(strided_view(storage, *destination[2]), value, storage.device, device)
                 storage.version += 1
             else:
                 storage = destination[2] if destination[2].array is None else destination[1].storage()
@@ -535,7 +535,7 @@ class CompiledFunction:
                     storage.store(xp.array(value, order="C") if storage.device == device
                                   else devices.to_host(value, device))
                 else:
-                    _copy_into(storage.array.reshape(value.shape), value, storage.device)
+                    _copy_into(storage.array.reshape(value.shape), value, storage.device, device)
                     storage.version += 1
         return _rebuild(variant.result_spec, tensors)
 
@@ -562,21 +562,14 @@ def _device_cell(views: dict, name, host_value: np.ndarray, device):
     return cell
 
 
-def _copy_into(target, value, target_device) -> None:
-    """Copy a GPU program's result into a state's memory, which may live on the CPU (Adam's step
-    count is a CPU tensor in PyTorch's layout)."""
+def _copy_into(target, value, target_device, value_device) -> None:
+    """Copy a GPU program's result (on `value_device`) into a state's memory, which may live on
+    the CPU (Adam's step count is a CPU tensor in PyTorch's layout)."""
     from graphc import devices
     if target_device.type == "cpu":
-        np.copyto(target, devices.to_host(value, _device_of(value)))
+        np.copyto(target, devices.to_host(value, value_device))
     else:
         devices.arrays_for(target_device).xp.copyto(target, value)
-
-
-def _device_of(array):
-    """The device of a GPU array (CuPy's `.device.id`, or cuda:0 for test doubles)."""
-    from graphc.size import device as Device
-    index = getattr(getattr(array, "device", None), "id", 0)
-    return Device("cuda", index if isinstance(index, int) else 0)
 
 
 class _schedulers_recorded:
