@@ -314,20 +314,8 @@ static inline unsigned long long atomicCAS(unsigned long long *address, unsigned
 }
 
 /* ---- the prelude's own declarations -------------------------------------------------------------------
-   The CUDA prelude typedefs the fixed-width integers itself (NVRTC has no libc headers), with
-   int64_t as `long long` where glibc has `long`: renaming them makes its typedefs new names of the
-   same sizes instead of conflicting redeclarations. Its limit macros are dropped so it can define
-   them again without warnings. */
-#define int8_t graphc_int8_t
-#define uint8_t graphc_uint8_t
-#define int32_t graphc_int32_t
-#define uint32_t graphc_uint32_t
-#define int64_t graphc_int64_t
-#define uint64_t graphc_uint64_t
-#undef INT64_C
-#undef INT32_MIN
-#undef INT64_MIN
-
+   The CUDA prelude includes <stdint.h> where __CUDACC_RTC__ is not defined (already included above,
+   so int64_t is glibc's `long`, as under nvcc); its dynamic shared memory is one per-block buffer. */
 #define GRAPHC_DYNAMIC_SHARED(type, name) type *name = reinterpret_cast<type *>(graphc_emulation::dynamic_shared)
 
 #endif

@@ -1,6 +1,17 @@
-"""The CUDA renderer: every kernel of a corpus of graphs compiles with NVRTC (nvcc where NVRTC is
-missing) for sm_80 and sm_90, every C template of the op table compiles as CUDA, and the renderer
-maps loops onto the GPU as designed. Needs no GPU."""
+"""The CUDA renderer: every kernel of a corpus of graphs compiles for sm_80 and sm_90, every C
+template of the op table compiles as CUDA, and the renderer maps loops onto the GPU as designed.
+Needs no GPU.
+
+Compilers: every test compiles with NVRTC where its wheel is installed, else with nvcc (the
+runtime's own order, `find_cuda_compiler`). Where both are here (CI), nvcc also compiles a subset
+chosen to reach every part of the prelude and every dtype: the op-table kernel (every elementwise
+op on every dtype), `casts_and_integer_ops` (int32/int64/bool, checked indices),
+`dropout_rand` (Philox, uint32/uint64), `grad:gather_scatter_add` (atomic adds),
+`matmul_float64` (the double GEMM) and `mlp_train_step` (a whole train step), for sm_90 only:
+nvcc takes ~0.5 s a kernel file where NVRTC takes ~0.1 s, and the two differ in their front end
+(system headers), not in the architecture. The prelude's integer types are checked to be the
+same types under both.
+"""
 from __future__ import annotations
 
 import re
@@ -17,14 +28,31 @@ from runtime import CompileError, NvccCompiler, NVRTCCompiler
 from cuda_corpus import CORPUS
 
 ARCHES = ("sm_80", "sm_90")
+TOOLCHAINS = {"nvrtc": NVRTCCompiler, "nvcc": NvccCompiler}
+NVCC_ARCH = "sm_90"
+NVCC_SUBSET = ("casts_and_integer_ops", "dropout_rand", "grad:gather_scatter_add", "matmul_float64",
+               "mlp_train_step")
 
 
-def cuda_compiler(arch: str):
+def cuda_compiler(arch: str, toolchain: str = None):
+    """The named compiler (the test is skipped where it is missing), or by default NVRTC where it
+    can be loaded, else nvcc."""
+    if toolchain is not None:
+        if not TOOLCHAINS[toolchain].available():
+            pytest.skip(f"{toolchain} is not here")
+        return TOOLCHAINS[toolchain](arch=arch)
     if NVRTCCompiler.available():
         return NVRTCCompiler(arch=arch)
     if NvccCompiler.available():
         return NvccCompiler(arch=arch)
     pytest.skip("neither NVRTC (pip install nvidia-cuda-nvrtc-cu12 nvidia-cuda-runtime-cu12) nor nvcc is here")
+
+
+def nvcc_besides_nvrtc():
+    """nvcc for the second pass, which runs only where NVRTC compiled everything first."""
+    if not NVRTCCompiler.available():
+        pytest.skip("no NVRTC: every test here already compiled with nvcc (or was skipped)")
+    return cuda_compiler(NVCC_ARCH, "nvcc")
 
 
 @pytest.fixture(autouse=True)
@@ -61,15 +89,12 @@ def function_text(source: str, name: str) -> str:
 
 
 # ---- every kernel of the corpus compiles ----------------------------------------------------------
-@pytest.mark.parametrize("arch", ARCHES)
-@pytest.mark.parametrize("name", sorted(CORPUS))
-def test_corpus_compiles(name, arch):
-    compiler = cuda_compiler(arch)
+def check_compiles(compiler, name: str):
     program, source, manifest = rendered(name)
     try:
         artifact = compiler.compile(source)
     except CompileError as error:
-        pytest.fail(f"{name} does not compile for {arch}:\n{error}")
+        pytest.fail(f"{name} does not compile with {compiler.toolchain} for {compiler.arch}:\n{error}")
     assert artifact.kind == "cubin" and artifact.read_bytes()[:4] == b"\x7fELF"
     functions = re.findall(r'extern "C" __global__ void __launch_bounds__\(\d+\) (\w+)\(', source)
     assert functions == [launch.name for launch in manifest]
@@ -78,6 +103,44 @@ def test_corpus_compiles(name, arch):
     cubin = artifact.read_bytes()
     for launch in manifest:
         assert launch.name.encode() + b"\0" in cubin
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_corpus_compiles(name, arch):
+    check_compiles(cuda_compiler(arch), name)
+
+
+@pytest.mark.parametrize("name", NVCC_SUBSET)
+def test_corpus_subset_compiles_with_nvcc_too(name):
+    check_compiles(nvcc_besides_nvrtc(), name)
+
+
+def prelude_probe() -> str:
+    """A program's source (prelude included) with compile-time checks of its integer types appended."""
+    buffers = [Buffer("x", "int64_t", 4, "input", 0), Buffer("y", "int64_t", 4, "output", 1)]
+    body = [Loop("i", 4, [Store("y", Var("i"), Op("GRAPHC_MAX({0}, INT64_C(-3))", (Load("x", Var("i")),)))],
+                 parallel=True)]
+    source, _ = render_cuda_program(Program("probe", buffers, [Kernel("kernel_0", body, buffers=["x", "y"])]))
+    return source + """
+template <typename A, typename B> struct graphc_same { static const bool value = false; };
+template <typename A> struct graphc_same<A, A> { static const bool value = true; };
+static_assert(graphc_same<int64_t, long>::value && graphc_same<uint64_t, unsigned long>::value,
+              "int64_t is glibc's (LP64) type");
+static_assert(graphc_same<int32_t, int>::value && graphc_same<uint32_t, unsigned int>::value, "int32_t");
+static_assert(graphc_same<int8_t, signed char>::value && graphc_same<uint8_t, unsigned char>::value, "int8_t");
+static_assert(graphc_same<decltype(INT64_C(1)), int64_t>::value, "INT64_C makes an int64_t");
+static_assert(graphc_same<decltype(INT64_MIN), int64_t>::value && INT64_MIN == -9223372036854775807 - 1, "INT64_MIN");
+static_assert(INT32_MIN == -2147483647 - 1, "INT32_MIN");
+"""
+
+
+@pytest.mark.parametrize("toolchain", sorted(TOOLCHAINS))
+def test_prelude_integer_types_are_the_same_under_every_compiler(toolchain):
+    """NVRTC gets the prelude's own typedefs, nvcc the host's <stdint.h>: the same types either way
+    (so the host's 8-byte int64 buffers and record are what kernels read, and overloads and
+    template arguments resolve alike)."""
+    cuda_compiler("sm_80", toolchain).compile(prelude_probe())
 
 
 def test_every_op_template_compiles_as_cuda():
@@ -107,6 +170,8 @@ def test_every_op_template_compiles_as_cuda():
     source, _ = render_cuda_program(program)
     for arch in ARCHES:
         cuda_compiler(arch).compile(source)
+    if NVRTCCompiler.available() and NvccCompiler.available():
+        cuda_compiler(NVCC_ARCH, "nvcc").compile(source)
 
 
 # ---- the renderer's mapping decisions -------------------------------------------------------------
