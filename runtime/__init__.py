@@ -15,12 +15,14 @@ optional). Modules, one job each:
 - ``elf``           a truncated-library check run before dlopen (which would SIGBUS)
 - ``artifact``      Artifact: a built file and what is known about it
 - ``cuda_program``  CudaProgram: a PTX/cubin loaded with CuPy, its launch manifest run in order
-- ``build``         compile_c / compile_cuda / load_cuda_program / cache_entries / clear_cache
+- ``build``         compile_c / compile_cuda / load_cuda_program / cache_entries / clear_cache,
+                    and the commands they run (c_build_command / cuda_build_command)
 - ``cuda``          cuda_available()
 """
 
 from .artifact import Artifact
-from .build import cache_entries, clear_cache, compile_c, compile_cuda, load_cuda_program
+from .build import (c_build_command, cache_entries, clear_cache, compile_c, compile_cuda, cuda_build_command,
+                    load_cuda_program)
 from .c_compiler import CCompiler, sanitize_requested
 from .cache import BuildCache, CacheEntry, CacheStats, cache_directory, default_cache
 from .cache_safety import make_private_directory
@@ -58,6 +60,8 @@ __all__ = [
     "clear_cache",
     "compile_c",
     "compile_cuda",
+    "c_build_command",
+    "cuda_build_command",
     "CudaProgram",
     "load_cuda_program",
     "cuda_available",

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from pathlib import Path
+from typing import Optional, Sequence
 
 from .artifact import Artifact
 from .c_compiler import CCompiler
 from .cache import BuildCache, CacheEntry, default_cache
 from .cprogram import CProgram
-from .cuda_compiler import DEFAULT_ARCH, find_cuda_compiler
-from .errors import LoadError, MissingEntryPoint
+from .cuda_compiler import DEFAULT_ARCH, NvccCompiler, find_cuda_compiler, nvcc_command_line
+from .errors import LoadError, MissingEntryPoint, ToolchainMissing
 
-__all__ = ["compile_c", "compile_cuda", "load_cuda_program", "cache_entries", "clear_cache"]
+__all__ = ["compile_c", "compile_cuda", "load_cuda_program", "cache_entries", "clear_cache", "c_build_command",
+           "cuda_build_command"]
 
 
 def compile_c(
@@ -44,6 +46,24 @@ def compile_c(
         cache.discard(artifact.key)
         artifact = compiler.compile(source, cache=cache)
         return CProgram.from_artifact(artifact, entry, num_buffers=num_buffers)
+
+
+def c_build_command(source_path, output_path, **options) -> list[str]:
+    """The command :func:`compile_c` runs to build C ``source_path`` into the shared library
+    ``output_path``, for the same ``options`` (the compiler, its flags, and with ``blas=True``
+    the ``-I`` of ``cblas.h`` and OpenBLAS's link flags): for rebuilding a source by hand."""
+    return CCompiler(**options).command_line(Path(source_path), Path(output_path))
+
+
+def cuda_build_command(source_path, output_path, *, arch: str = DEFAULT_ARCH,
+                       extra_flags: Sequence[str] = ()) -> list[str]:
+    """The nvcc command building CUDA ``source_path`` into ``output_path`` with the options
+    :func:`compile_cuda` gives NVRTC (nvcc is its fallback; NVRTC is a library, with no command
+    of its own): nvcc as found on PATH, or plain ``nvcc`` where it is not there."""
+    try:
+        return NvccCompiler(arch=arch, extra_flags=extra_flags).command_line(Path(source_path), Path(output_path))
+    except ToolchainMissing:
+        return nvcc_command_line(source_path, output_path, arch=arch, extra_flags=extra_flags)
 
 
 def compile_cuda(source: str, *, arch: Optional[str] = None, cache: Optional[BuildCache] = None,

@@ -21,7 +21,7 @@ from .compiler import Compiler, run_build_command
 from .errors import CompileError, ToolchainMissing
 from .nvrtc_library import INSTALL_HINT, cuda_runtime_include_dir, find_nvrtc_library, load_nvrtc
 
-__all__ = ["NVRTCCompiler", "NvccCompiler", "find_cuda_compiler", "DEFAULT_ARCH"]
+__all__ = ["NVRTCCompiler", "NvccCompiler", "find_cuda_compiler", "nvcc_command_line", "DEFAULT_ARCH"]
 
 # PTX for compute capability 8.0 runs on A100 and, JIT-compiled by the driver, on anything newer
 # (H100, H200); sm_XX asks for a cubin for exactly that GPU instead.
@@ -105,6 +105,14 @@ class NVRTCCompiler(Compiler):
         return f"NVRTCCompiler(arch={self.arch!r}, library={self.nvrtc.path!r})"
 
 
+def nvcc_command_line(source_path, output_path, *, arch: str = DEFAULT_ARCH, extra_flags: Sequence[str] = (),
+                      nvcc: Sequence[str] = ("nvcc",)) -> list[str]:
+    """The nvcc command building CUDA ``source_path`` into ``output_path`` (a cubin for ``sm_XX``,
+    PTX for ``compute_XX``): what :class:`NvccCompiler` runs, NVRTC's options as nvcc takes them."""
+    mode = "-cubin" if _artifact_kind(arch) == "cubin" else "--ptx"
+    return [*nvcc, mode, f"-arch={arch}", *extra_flags, str(source_path), "-o", str(output_path)]
+
+
 @functools.lru_cache(maxsize=None)
 def _nvcc_version(executable: str, mtime_ns: int) -> str:
     completed = subprocess.run([executable, "--version"], capture_output=True, text=True, check=False)
@@ -136,8 +144,8 @@ class NvccCompiler(Compiler):
         return shutil.which("nvcc") is not None
 
     def command_line(self, source_path: Path, output_path: Path) -> list[str]:
-        mode = "-cubin" if self.kind == "cubin" else "--ptx"
-        return [*self.command, mode, f"-arch={self.arch}", *self.extra_flags, str(source_path), "-o", str(output_path)]
+        return nvcc_command_line(source_path, output_path, arch=self.arch, extra_flags=self.extra_flags,
+                                 nvcc=self.command)
 
     def key_material(self) -> Mapping[str, Any]:
         return {
