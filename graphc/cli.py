@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import sys
 
@@ -92,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="text (default), json (graph stages load with Graph.load) or dot "
                            "(kernels as clusters); with --out, every format unless given")
     dump.add_argument("--out", metavar="DIR", help="write one file per graph and stage into DIR "
-                      "(graph0.trace.txt, .json, .dot, graph0.c, .svg when Graphviz is installed)")
+                      "(graph0.trace.txt, .json, .dot, graph0.c, .svg when Graphviz is installed), and "
+                      "build.sh, which builds the sources as graphc does")
     dump.add_argument("--graph", type=int, metavar="N", help="only graph N (0 is the first compiled)")
     dump.add_argument("--cache", action="store_true", help="list the build cache instead")
 
@@ -227,6 +229,14 @@ def show_files(dump, entries, stages, fmt, directory) -> None:
     written = dump.write_dump(directory, entries, [s for s in stages if s != "summary"], formats)
     print(views.summaries_text(entries))
     print(f"\nwrote {len(written)} files to {directory}")
+    script = os.path.join(directory, "build.sh")
+    if script in written:   # the commands that build the sources as the runtime did
+        by_name = {f"graph{entry.index}": entry for entry in entries}
+        print(f"\n`sh {shlex.quote(script)}` builds the sources as graphc did:")
+        for path in written:
+            name, extension = os.path.splitext(os.path.basename(path))
+            if extension in (".c", ".cu") and name in by_name:
+                print("  " + shlex.join(dump.build_command(by_name[name], path)))
 
 
 # ---- graphc cache -------------------------------------------------------------------------------------

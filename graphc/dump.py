@@ -203,6 +203,7 @@ def write_dump(directory, entries=None, stages=STAGES, formats=("text", "json", 
 
     summary.txt lists every graph; graphN.STAGE.txt/.json/.dot per stage (graphN.c for the C
     source, graphN.cu for the CUDA source), and graphN.STAGE.svg next to each .dot when Graphviz's `dot` is installed.
+    With sources written, build.sh builds them as the runtime does (see `build_script`).
     """
     from graphc import dump_views as views
     entries = records() if entries is None else entries
@@ -216,6 +217,7 @@ def write_dump(directory, entries=None, stages=STAGES, formats=("text", "json", 
         written.append(path)
         return path
 
+    sources = []   # (entry, file name) of each source written, for build.sh
     put("summary.txt", views.summaries_text(entries))
     if "json" in formats:
         put("summary.json", views.to_json({"format": "graphc-dump-1",
@@ -228,9 +230,11 @@ def write_dump(directory, entries=None, stages=STAGES, formats=("text", "json", 
                     continue   # memory and C are not graphs
                 if stage == "c" and fmt == "text":
                     put(f"{base}.c", entry.source)
+                    sources.append((entry, f"{base}.c"))
                     continue
                 if stage == "cuda" and fmt == "text":
                     put(f"{base}.cu", views.cuda_source(entry)[0])
+                    sources.append((entry, f"{base}.cu"))
                     continue
                 extension = {"text": "txt", "json": "json", "dot": "dot"}[fmt]
                 path = put(f"{base}.{stage}.{extension}", views.render(entry, stage, fmt))
@@ -238,7 +242,48 @@ def write_dump(directory, entries=None, stages=STAGES, formats=("text", "json", 
                     svg = views.dot_to_svg(path)
                     if svg:
                         written.append(svg)
+    if sources:
+        path = put("build.sh", build_script(sources))
+        os.chmod(path, 0o755)
     return written
+
+
+def build_command(entry, source_path) -> list:
+    """The command that builds a dumped source as the runtime built it: a .c file into the shared
+    library beside it (`runtime.c_build_command`, with the C backend's options: the include
+    directory of cblas.h and OpenBLAS's link flags when the program calls BLAS), a .cu file into
+    PTX with nvcc (`runtime.cuda_build_command`; graphc compiles it with NVRTC, same options)."""
+    import runtime
+    source_path = str(source_path)
+    stem, extension = os.path.splitext(source_path)
+    if extension == ".c":
+        from graphc.backends.c import compile_options
+        return runtime.c_build_command(source_path, stem + ".so", **compile_options(entry.program_ir))
+    from graphc import dump_views as views
+    from graphc.backends.cuda import ptxas_flags
+    return runtime.cuda_build_command(source_path, stem + ".ptx", extra_flags=ptxas_flags(views.cuda_source(entry)[0]))
+
+
+def build_script(sources) -> str:
+    """build.sh: from its own directory, the build command of each (entry, file name) source."""
+    import shlex
+    c_lines = [shlex.join(build_command(entry, name)) for entry, name in sources if name.endswith(".c")]
+    cuda_commands = [build_command(entry, name) for entry, name in sources if name.endswith(".cu")]
+    lines = ["#!/bin/sh",
+             "# Builds the sources graphc dump wrote here as graphc's runtime builds them: graphN.c into",
+             "# graphN.so, whose entry point is void graphc_entry(void **buffers); graphN.cu into PTX with",
+             "# nvcc (graphc compiles CUDA with NVRTC, same options; -arch=sm_90 makes a cubin for an H100).",
+             "set -e",
+             'cd "$(dirname "$0")"', *c_lines]
+    if cuda_commands:
+        nvcc = shlex.quote(cuda_commands[0][0])
+        lines += [f"if command -v {nvcc} >/dev/null 2>&1; then",
+                  *("  " + shlex.join(command) for command in cuda_commands),
+                  "else",
+                  "  echo " + shlex.quote(f"build.sh: {cuda_commands[0][0]} was not found; the .cu files are not built")
+                  + " >&2",
+                  "fi"]
+    return "\n".join(lines)
 
 
 def _write_at_exit() -> None:

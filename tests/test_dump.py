@@ -148,6 +148,40 @@ def test_dumped_cuda_source_compiles_with_nvrtc(work, tmp_path):
     assert artifact.path.is_file()
 
 
+def test_out_writes_build_sh_with_the_runtimes_build_commands(work, tmp_path):
+    """build.sh (printed too) builds every dumped .c into a library with its entry point, with the
+    include directory of cblas.h and OpenBLAS's link flags, and every .cu with nvcc where it is here."""
+    import ctypes
+    import shutil
+    import runtime
+    from graphc.backends.c import vector_flags
+    from runtime.openblas import openblas_flags
+    root, _, result, step = work
+    out = root / "out"
+    sources = sorted(out.glob("graph*.c"))
+    assert "#include <cblas.h>" in (out / f"graph{step}.c").read_text()     # the step's matmuls call BLAS
+    blas = openblas_flags()
+    script = (out / "build.sh").read_text()
+    assert f"-I{blas.include_dir}" in script and f"-l{blas.library}" in script
+    assert os.access(out / "build.sh", os.X_OK)
+    # the printed commands are the runtime's, for the files where they were written
+    assert "`sh out/build.sh` builds the sources as graphc did:" in result.stdout
+    options = {"blas": True, "extra_flags": vector_flags(), "sanitize": runtime.sanitize_requested()}
+    printed = " ".join(runtime.c_build_command(f"out/graph{step}.c", f"out/graph{step}.so", **options))
+    assert "  " + printed in result.stdout
+    copy = shutil.copytree(out, tmp_path / "moved")        # the script builds where it is, run from anywhere
+    built = subprocess.run(["sh", str(copy / "build.sh")], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert built.returncode == 0, built.stdout + built.stderr
+    for source in sources:
+        library = ctypes.CDLL(str(copy / f"{source.stem}.so"))
+        assert library.graphc_entry is not None
+    for cuda in sorted(copy.glob("graph*.cu")) if runtime.NvccCompiler.available() else ():
+        ptx = (copy / f"{cuda.stem}.ptx").read_text()
+        names = re.findall(r'extern "C" __global__ void __launch_bounds__\(\d+\) (\w+)\(', cuda.read_text())
+        assert names and all(f".entry {name}(" in ptx for name in names), cuda.name
+
+
 def test_stage_all_prints_every_stage_with_provenance(work):
     root, cache, _, _ = work
     result = graphc_command("dump", "train.py", "--stage", "all", "--", "again.json", cache_dir=cache, cwd=root)

@@ -66,6 +66,13 @@ def vector_flags() -> tuple:
     return ("-mprefer-vector-width=512",) if " avx512f" in flags else ()
 
 
+def compile_options(program_ir) -> dict:
+    """How a program is built (`runtime.compile_c`'s options): against OpenBLAS when it calls it,
+    with wide vectors where the CPU has them, sanitized when GRAPHC_SANITIZE asks. `graphc dump`
+    writes the build command from the same options."""
+    return {"blas": program_ir.uses_blas, "extra_flags": vector_flags(), "sanitize": runtime.sanitize_requested()}
+
+
 PIPELINE_FORMAT = "graphc-pipeline-1"
 
 
@@ -157,9 +164,9 @@ class CompiledGraph(CallLocations):
         self.current_graph = None
         started = time.perf_counter()
         self.plan, self.program_ir, self.layout, self.source = cached_pipeline(graph, aliases)
-        sanitized = runtime.sanitize_requested()
-        self.program = runtime.compile_c(self.source, "graphc_entry", blas=self.program_ir.uses_blas,
-                                         extra_flags=vector_flags(), sanitize=sanitized)
+        options = compile_options(self.program_ir)
+        sanitized = options["sanitize"]
+        self.program = runtime.compile_c(self.source, "graphc_entry", **options)
         runtime.get_num_threads()  # applies GRAPHC_NUM_THREADS (default: all cores) once
         # gathers and scatters record the first index outside its axis here (see the C prelude)
         self._index_error = None
