@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import threading
 import weakref
 
 import numpy as np
@@ -69,6 +71,42 @@ class Storage:
 
 _pending: "weakref.WeakSet[Storage]" = weakref.WeakSet()
 _serials = itertools.count()
+
+# One lock for everything that runs graphs or reuses their buffers: realizing lazy values and
+# calling compiled functions. Building lazy nodes needs no lock (each thread's ops only make new
+# objects); running one program from two threads at once would share its arena and results.
+ENGINE_LOCK = threading.RLock()
+
+
+def _lock_for_fork():
+    ENGINE_LOCK.acquire()     # no other thread is half-way through a run when the process forks
+
+
+def _unlock_after_fork():
+    ENGINE_LOCK.release()
+
+
+def _reset_after_fork():
+    # the child has one thread, the one that forked and holds the lock: make it a fresh lock
+    reinit = getattr(ENGINE_LOCK, "_at_fork_reinit", None)
+    if reinit is not None:
+        reinit()
+    else:
+        ENGINE_LOCK.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_lock_for_fork, after_in_parent=_unlock_after_fork,
+                        after_in_child=_reset_after_fork)
+
+
+def pending_storages() -> list:
+    """The storages still waiting for a value (a snapshot: other threads may add to the set)."""
+    while True:
+        try:
+            return [s for s in list(_pending) if s.array is None]
+        except RuntimeError:    # another thread added a storage while the set was copied
+            continue
 
 
 class LazyNode:
@@ -277,7 +315,10 @@ def realize_storages(storages) -> None:
     if not storages:
         return
     _refuse_inside_trace("computing a value")
-    _adopt(storages, run_by_device([(s.lazy_node, s.device) for s in storages]))
+    with ENGINE_LOCK:
+        storages = [s for s in storages if s.array is None]   # another thread may have computed them
+        if storages:
+            _adopt(storages, run_by_device([(s.lazy_node, s.device) for s in storages]))
 
 
 def _adopt(storages, results) -> None:
@@ -295,8 +336,13 @@ def _adopt(storages, results) -> None:
 def realize_all_pending(extra=(), device=None) -> list[np.ndarray]:
     """Compute every pending storage (before an in-place write) together with `extra` nodes,
     whose results are wanted on `device` (default: where the nodes live)."""
-    storages = sorted((s for s in list(_pending) if s.array is None), key=lambda s: s.serial)
     extra = list(extra)
+    with ENGINE_LOCK:
+        return _realize_all_pending(extra, device)
+
+
+def _realize_all_pending(extra, device) -> list:
+    storages = sorted(pending_storages(), key=lambda s: s.serial)
     if not storages and not extra:
         return []
     _refuse_inside_trace("computing a value")
@@ -308,7 +354,7 @@ def realize_all_pending(extra=(), device=None) -> list[np.ndarray]:
         # every later computation fail: drop the ones that fail on their own and go on without them
         if not _drop_failing(storages):
             raise
-        return realize_all_pending(extra, device)
+        return _realize_all_pending(extra, device)
     _adopt(storages, results)
     return results[len(storages):]
 

@@ -80,7 +80,7 @@ class Tensor:
                                 device=node.device or CPU)
         if _exposed_read[0]:
             _exposed_read[0] = False
-            if not _tracer._active:
+            if not _tracer._active.stack:
                 realize_storages([self._storage])
         self._shape = node.shape
         self._strides = contiguous_strides(node.shape)

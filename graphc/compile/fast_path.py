@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from graphc.autograd.grad_mode import is_grad_enabled
-from graphc.compile.function import _rebuild
+from graphc.compile.captured import value_guard
+from graphc.compile.function import _rebuild, tensor_arguments
+from graphc.compile.guards import argument_aliasing
 from graphc.lazy import contiguous_strides, strided_view
 from graphc.tensor import Tensor
 
@@ -19,17 +21,24 @@ _MISSING = object()
 
 
 class FastReplay:
-    def __init__(self, compiled, variant, function, args, kwargs, modules, optimizers):
+    def __init__(self, compiled, variant, function, args, kwargs, captured):
         from graphc.compile.guards import RUNTIME_OPTIONS
+        modules, optimizers = captured.modules, captured.optimizers
+        self.compiled = compiled
         self.variant = variant
         self.program = variant.program
         self.grad_mode = is_grad_enabled()
         self.argument_count = (len(args), tuple(sorted(kwargs)))
+        values = list(args) + [kwargs[k] for k in sorted(kwargs)]
         self.argument_specs = [(a._shape, a._storage.dtype, a._strides, a._offset, a._requires_grad,
-                                a._storage.device)
-                               if isinstance(a, Tensor) else ("value", a)
-                               for a in list(args) + [kwargs[k] for k in sorted(kwargs)]]
-        self.watched = _watched_names(function)
+                                a._storage.device, _grad_spec(a))
+                               if isinstance(a, Tensor) else ("value", value_guard(a))
+                               for a in values]
+        tensors = [a for a in values if isinstance(a, Tensor)]
+        # f(x, x) and f(a, b) are different programs: None when every tensor argument has its own memory
+        aliasing = argument_aliasing(tensors)
+        self.argument_aliasing = None if aliasing == tuple(range(len(tensors))) else aliasing
+        self.watches = [(w.container, w.name, w.value, w.guard, w.mutable) for w in captured.watches]
         self.modules = [m for module in modules for m in module.modules()]
         self.module_checks = [(m, (tuple(m._parameters.values()), tuple(m._buffers.values()), len(m._modules)),
                                m.training) for m in self.modules]
@@ -39,6 +48,9 @@ class FastReplay:
                 for p in group["params"]:
                     if all(p is not q for q in self.parameters):
                         self.parameters.append(p)
+        for tensor in captured.tensors:   # captured tensors: their layout and .grad, like parameters
+            if all(tensor is not q for q in self.parameters):
+                self.parameters.append(tensor)
         self.parameter_specs = [self._parameter_spec(p) for p in self.parameters]
         self.optimizers = optimizers
         self.runtime_options = RUNTIME_OPTIONS
@@ -70,9 +82,7 @@ class FastReplay:
 
     @staticmethod
     def _parameter_spec(p):
-        grad = p.grad
-        return (p._shape, p._requires_grad, None if grad is None else (grad._shape, grad._storage.dtype),
-                p._storage.device)
+        return (p._shape, p._strides, p._offset, p._requires_grad, _grad_spec(p), p._storage.device)
 
     def _optimizer_spec(self, optimizer):
         groups = tuple(tuple((k, v) for k, v in group.items() if k != "params" and k not in self.runtime_options)
@@ -92,12 +102,24 @@ class FastReplay:
             if value.__class__ is Tensor or isinstance(value, Tensor):
                 if (value._shape != spec[0] or value._storage.dtype is not spec[1] or value._strides != spec[2]
                         or value._offset != spec[3] or value._requires_grad != spec[4]
-                        or (value._storage.device is not spec[5] and value._storage.device != spec[5])):
+                        or (value._storage.device is not spec[5] and value._storage.device != spec[5])
+                        or (value.grad is not None or spec[6] is not None) and _grad_spec(value) != spec[6]):
                     return False
-            elif spec[0] != "value" or spec[1] != value:
+            elif spec[0] != "value" or spec[1] != value_guard(value):
                 return False
-        for container, name, expected in self.watched:
-            if container.get(name) is not expected:
+        if self.argument_aliasing is not None or len(args) > 1:
+            tensors = [a for a in args if isinstance(a, Tensor)]
+            if len(tensors) > 1:
+                if self.argument_aliasing is None:
+                    if len({id(t._storage) for t in tensors}) != len(tensors):
+                        return False
+                elif argument_aliasing(tensors) != self.argument_aliasing:
+                    return False
+        for container, name, expected, guard, mutable in self.watches:
+            value = container.get(name, _MISSING)
+            if value is expected and not mutable:
+                continue
+            if value_guard(value) != guard:
                 return False
         for module, (parameters, buffers, children), training in self.module_checks:
             if module.training is not training or len(module._modules) != children:
@@ -114,15 +136,18 @@ class FastReplay:
             for a, b in zip(table.values(), buffers):
                 if a is not b:
                     return False
-        for p, (shape, requires_grad, grad_spec, device) in zip(self.parameters, self.parameter_specs):
+        for p, (shape, strides, offset, requires_grad, grad_spec, device) in zip(self.parameters,
+                                                                                  self.parameter_specs):
             grad = p.grad
-            if (p._shape != shape or p._requires_grad != requires_grad
+            if (p._shape != shape or p._strides != strides or p._offset != offset
+                    or p._requires_grad != requires_grad
                     or (p._storage.device is not device and p._storage.device != device)):
                 return False
             if grad is None:
                 if grad_spec is not None:
                     return False
-            elif grad_spec is None or grad._shape != grad_spec[0] or grad._storage.dtype is not grad_spec[1]:
+            elif (grad_spec is None or grad._shape != grad_spec[0] or grad._storage.dtype is not grad_spec[1]
+                  or grad._strides != grad_spec[2] or grad._offset != grad_spec[3]):
                 return False
         for optimizer, (state_size, option_checks, entry_sizes) in zip(self.optimizers, self.optimizer_checks):
             state = optimizer.state
@@ -160,7 +185,7 @@ class FastReplay:
             self.writes.append(destination)
             if where[0] != "output" or where[1] in in_place:
                 continue
-            if kind == "write" and destination[1] in variant.read_locators:
+            if destination[1] in variant.read_locators:
                 self.copies.append((where[1], destination))
             else:
                 self.direct.append((where[1], destination))
@@ -188,18 +213,27 @@ class FastReplay:
         return view
 
     def _destination(self, position, destination):
-        storage = destination[1].storage()
+        """The memory a state output is written into: the destination tensor's storage (for a
+        gradient made afresh, a new `.grad` when the owner has none of that layout)."""
+        _, shape, dtype = self.program.layout.outputs[position]
+        if destination[0] == "write":
+            storage = destination[1].storage()
+        else:
+            storage = destination[1].output_storage(shape, dtype)
         cached = self.cached_destinations.get(position)
         if cached is not None and cached[0] is storage and cached[1] is storage.array:
             return cached[2]
-        array = _destination_array(destination, self.program.layout.outputs[position])
+        if destination[0] == "write":
+            array = strided_view(storage, *destination[2])
+        else:
+            array = storage.array[:int(np.prod(shape, dtype=np.int64))].reshape(shape)
         self.cached_destinations[position] = (storage, storage.array, array)
         return array
 
     def run(self, args, kwargs, scalars):
         variant, program = self.variant, self.program
-        arguments = [a for a in list(args) + [kwargs[k] for k in sorted(kwargs)] if isinstance(a, Tensor)] \
-            if kwargs else [a for a in args if isinstance(a, Tensor)]
+        arguments = tensor_arguments(args, kwargs)
+        self.compiled._call_arguments = arguments
         for argument in arguments:
             if argument._storage.array is None:
                 argument._realize()
@@ -236,6 +270,8 @@ class FastReplay:
                 tensors.append(Tensor._adopt(persistent.copy()))
             else:
                 tensors.append(Tensor._from_array(outputs[position], share=True))
+        for locator, position in variant.shared_results:
+            locator.owner.grad = tensors[position]
         return _rebuild(variant.result_spec, tensors)
 
 
@@ -243,58 +279,14 @@ class DeviceReplay(FastReplay):
     """FastReplay's guard checks for a variant compiled for a GPU; the run is the device path's
     (`CompiledFunction._run_on_device`), which keeps its own views from call to call."""
 
-    def __init__(self, compiled, variant, function, args, kwargs, modules, optimizers):
-        super().__init__(compiled, variant, function, args, kwargs, modules, optimizers)
-        self.compiled = compiled
-
     def run(self, args, kwargs, scalars):
-        arguments = [a for a in list(args) + [kwargs[k] for k in sorted(kwargs)] if isinstance(a, Tensor)] \
-            if kwargs else [a for a in args if isinstance(a, Tensor)]
+        arguments = tensor_arguments(args, kwargs)
         for argument in arguments:
             if argument._storage.array is None:
                 argument._realize()
         return self.compiled._run_on_device(self.variant, arguments, scalars)
 
 
-def _destination_array(destination, output_spec):
-    """The memory a state output is written into: the destination tensor's storage."""
-    _, shape, _ = output_spec
-    if destination[0] == "write":
-        return strided_view(destination[1].storage(), *destination[2])
-    storage = destination[1].storage()
-    return storage.array[:int(np.prod(shape, dtype=np.int64))].reshape(shape)
-
-
-def _watched_names(function) -> list:
-    """(container, name, object) for every closure variable and global the function names."""
-    target = getattr(function, "__func__", function)
-    watched = []
-    cells = getattr(target, "__closure__", None) or ()
-    names = getattr(getattr(target, "__code__", None), "co_freevars", ())
-    for name, cell in zip(names, cells):
-        try:
-            watched.append((_CellView(cell), name, cell.cell_contents))
-        except ValueError:
-            pass
-    code = getattr(target, "__code__", None)
-    namespace = getattr(target, "__globals__", None)
-    if code is not None and namespace is not None:
-        for name in code.co_names:
-            if name in namespace:
-                watched.append((namespace, name, namespace[name]))
-    return watched
-
-
-class _CellView:
-    """A closure cell read like a dict (so globals and cells are checked the same way)."""
-
-    __slots__ = ("cell",)
-
-    def __init__(self, cell):
-        self.cell = cell
-
-    def get(self, name):
-        try:
-            return self.cell.cell_contents
-        except ValueError:
-            return None
+def _grad_spec(tensor):
+    grad = tensor.grad
+    return None if grad is None else (grad._shape, grad._storage.dtype, grad._strides, grad._offset)

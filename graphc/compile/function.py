@@ -8,6 +8,7 @@ memory, so `model.state_dict()`, `p.grad` and `optimizer.state` stay true after 
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import time
 import warnings
@@ -32,7 +33,7 @@ MAX_VARIANTS = 8
 class Locator:
     """How to find a tensor's storage at replay: through the object that owns the tensor."""
     kind: str          # 'tensor' | 'grad' | 'state' | 'buffer' | 'storage'
-    owner: object
+    owner: object      # a Parameter, a captured Tensor, an ArgumentSlot, (optimizer, p), a Module, a Storage
     key: object = None
 
     def _identity(self) -> tuple:
@@ -45,7 +46,7 @@ class Locator:
     def __hash__(self) -> int:
         return hash(self._identity())
 
-    def storage(self) -> Storage:
+    def _find(self) -> Storage:
         if self.kind == "tensor":
             return self.owner._storage
         if self.kind == "grad":
@@ -57,34 +58,102 @@ class Locator:
             return self.owner._buffers[self.key]._storage
         return self.owner
 
+    def storage(self) -> Storage:
+        """The storage now, with a value (`p.data = lazy_value` between calls leaves it pending)."""
+        storage = self._find()
+        if storage.array is None:
+            lazy.realize_storages([storage])
+        return storage
+
+    def output_storage(self, shape, dtype) -> Storage:
+        """Where a state made afresh by the step goes: for a gradient, the owner's current `.grad`
+        when it has the layout the step writes, else a new tensor that becomes the owner's `.grad`
+        (as `backward()` creates one when `.grad` is None)."""
+        if self.kind == "grad":
+            grad = self.owner.grad
+            if (grad is None or grad._shape != tuple(shape) or grad._storage.dtype.numpy != np.dtype(dtype)
+                    or grad._offset != 0 or grad._storage.size != math.prod(shape)
+                    or grad._strides != lazy.contiguous_strides(grad._shape)):
+                device = self.owner._storage.device
+                if device.type == "cpu":
+                    grad = Tensor._adopt(np.empty(shape, dtype))
+                else:
+                    from graphc import devices
+                    grad = Tensor._on_device(devices.arrays_for(device).xp.empty(shape, dtype), device)
+                self.owner.grad = grad
+                return grad._storage
+        return self.storage()
+
     def describe(self) -> str:
+        from graphc.nn.parameter import Parameter
+        if isinstance(self.owner, ArgumentSlot):
+            return f"the gradient of tensor argument {self.owner.position}"
+        if self.kind in ("tensor", "grad") and not isinstance(self.owner, Parameter):
+            return "a captured tensor" if self.kind == "tensor" else "the gradient of a captured tensor"
         return {"tensor": "a parameter", "grad": "a gradient", "state": f"optimizer state {self.key!r}",
                 "buffer": f"buffer {self.key!r}", "storage": "captured memory"}[self.kind]
 
 
-def _owners(modules, optimizers) -> dict:
-    """storage -> Locator for every persistent tensor the function can reach."""
+class ArgumentSlot:
+    """Tensor argument `position` of the call being run. An argument's gradient is found through
+    it (`Locator('grad', slot)`): a call with fresh tensors gets their `.grad` set."""
+
+    __slots__ = ("calls", "position")
+
+    def __init__(self, calls: "CompiledFunction", position: int):
+        self.calls, self.position = calls, position
+
+    @property
+    def tensor(self) -> Tensor:
+        return self.calls._call_arguments[self.position]
+
+    @property
+    def _storage(self) -> Storage:
+        return self.tensor._storage
+
+    @property
+    def grad(self):
+        return self.tensor.grad
+
+    @grad.setter
+    def grad(self, value) -> None:
+        self.tensor.grad = value
+
+
+def tensor_arguments(args, kwargs) -> list:
+    """The call's tensor arguments in guard order: positional, then keywords sorted by name."""
+    values = list(args) + [kwargs[k] for k in sorted(kwargs)] if kwargs else args
+    return [a for a in values if isinstance(a, Tensor)]
+
+
+def _owners(captured, slots) -> dict:
+    """storage -> Locator for every persistent tensor the function can reach: optimizer state,
+    module buffers and parameters, captured tensors, and the gradients of all of these and of the
+    tensor arguments (`slots`: (ArgumentSlot, tensor) pairs)."""
     found = {}
-    for optimizer in optimizers:
+    for optimizer in captured.optimizers:
         for parameter, entry in optimizer.state.items():
             for key, value in entry.items():
                 if isinstance(value, Tensor):
                     found.setdefault(value._storage, Locator("state", (optimizer, parameter), key))
-    for module in modules:
+    holders = []
+    for module in captured.modules:
         for sub in module.modules():
             for name, buffer in sub._buffers.items():
                 if buffer is not None:
                     found.setdefault(buffer._storage, Locator("buffer", sub, name))
-        for parameter in module.parameters():
-            found.setdefault(parameter._storage, Locator("tensor", parameter))
-            if parameter.grad is not None:
-                found.setdefault(parameter.grad._storage, Locator("grad", parameter))
-    for optimizer in optimizers:
+        holders.extend(module.parameters())
+    for optimizer in captured.optimizers:
         for group in optimizer.param_groups:
-            for parameter in group["params"]:
-                found.setdefault(parameter._storage, Locator("tensor", parameter))
-                if parameter.grad is not None:
-                    found.setdefault(parameter.grad._storage, Locator("grad", parameter))
+            holders.extend(group["params"])
+    holders.extend(captured.tensors)
+    for holder in holders:
+        found.setdefault(holder._storage, Locator("tensor", holder))
+        if holder.grad is not None:
+            found.setdefault(holder.grad._storage, Locator("grad", holder))
+    for slot, tensor in slots:
+        if tensor.grad is not None:
+            found.setdefault(tensor.grad._storage, Locator("grad", slot))
     return found
 
 
@@ -138,6 +207,7 @@ class Variant:
     calls: int = 0
     events: list = field(default_factory=list)
     read_locators: set = field(default_factory=set)   # locators whose old value the graph reads
+    shared_results: list = field(default_factory=list)  # (grad locator, result position) set after a run
     device: object = CPU           # where the graph's values live (a GPU: the CUDA backend runs it)
     # GPU variants: device views of inputs and destinations, device cells for scalars and random
     # keys, scratch outputs, kept from call to call (see CompiledFunction._run_on_device)
@@ -159,23 +229,30 @@ class CompiledFunction:
         self.history: list[dict] = []   # every trace: when, why, how long
         self.fallbacks = 0
         self._fast = None   # FastReplay of the variant that ran last
+        self._call_arguments = []   # the tensor arguments of the call being run (see ArgumentSlot)
+        self._slots = []            # ArgumentSlot per tensor argument position, made once
         self.__name__ = getattr(function, "__name__", type(function).__name__)
         self.__doc__ = getattr(function, "__doc__", None)
         self.__wrapped__ = function
 
     # ---- calling -------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
+        # one call at a time: a program's arena, result buffers and bound arrays are shared
+        with lazy.ENGINE_LOCK:
+            return self._call(args, kwargs)
+
+    def _call(self, args, kwargs):
         fast = self._fast
         if fast is not None and fast.matches(args, kwargs):
             return self._replay_fast(fast, args, kwargs)
-        modules, optimizers, schedulers = guard_module.discover(self.function, args, kwargs)
-        guards = guard_module.signature(args, kwargs, modules, optimizers)
+        captured = guard_module.discover(self.function, args, kwargs)
+        guards = guard_module.signature(args, kwargs, captured)
         for variant in self.variants:
             if variant.guards == guards:
                 if variant.program is not None:
                     from graphc.compile.fast_path import DeviceReplay, FastReplay
                     replay = FastReplay if variant.device.type == "cpu" else DeviceReplay
-                    self._fast = replay(self, variant, self.function, args, kwargs, modules, optimizers)
+                    self._fast = replay(self, variant, self.function, args, kwargs, captured)
                 return self._replay(variant, args, kwargs)
         if self.strict and self.variants:
             raise self._strict_error(guards)
@@ -186,7 +263,7 @@ class CompiledFunction:
                           f"reason: {reason}", RuntimeWarning, stacklevel=2)
             self.fallbacks += 1
             return self.function(*args, **kwargs)
-        return self._trace_and_run(args, kwargs, modules, optimizers, schedulers, guards, reason)
+        return self._trace_and_run(args, kwargs, captured, guards, reason)
 
     def _reason(self, guards) -> str:
         previous = self.variants[-1].guards if self.variants else getattr(self, "_last_guards", None)
@@ -223,14 +300,26 @@ class CompiledFunction:
         return f"argument {position}" + (f" ({parameters[position]})" if position < len(parameters) else "")
 
     # ---- tracing ---------------------------------------------------------------------------------
-    def _trace_and_run(self, args, kwargs, modules, optimizers, schedulers, guards, reason):
+    def slots_for(self, arguments) -> list:
+        """(ArgumentSlot, tensor) for each tensor argument of this call."""
+        while len(self._slots) < len(arguments):
+            self._slots.append(ArgumentSlot(self, len(self._slots)))
+        self._call_arguments = arguments
+        return list(zip(self._slots, arguments))
+
+    def _trace_and_run(self, args, kwargs, captured, guards, reason):
+        modules, optimizers = captured.modules, captured.optimizers   # (graphc dump reads `modules`)
         lazy.realize_all_pending()           # everything the trace reads exists in memory
         started = time.perf_counter()
-        arguments = [a for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor)]
+        arguments = tensor_arguments(args, kwargs)
         for argument in arguments:
             argument._realize()
-        argument_storages = {a._storage: k for k, a in enumerate(arguments)}
-        pending_before = set(id(s) for s in lazy._pending)
+        argument_storages = {}
+        for k, a in enumerate(arguments):
+            argument_storages.setdefault(a._storage, k)
+        slots = self.slots_for(arguments)
+        owners_before = _owners(captured, slots)   # who held each storage the trace reads
+        pending_before = set(id(s) for s in lazy.pending_storages())
         saved_options = {}   # (id(group), key) -> [group, key, the option's latest Python value]
         first_values = []    # the value each scalar input had when the trace read it
         with TraceContext() as context:
@@ -257,8 +346,8 @@ class CompiledFunction:
                     restore()
         leaves: list = []
         result_spec = _flatten(result, leaves)
-        owners = _owners(modules, optimizers)
-        end_guards = guard_module.signature(args, kwargs, modules, optimizers)
+        owners = _owners(captured, slots)          # who holds each storage after the call
+        end_guards = guard_module.signature(args, kwargs, guard_module.discover(self.function, args, kwargs))
 
         # outputs: the results, every storage written in place, every new tensor that outlives the trace
         output_nodes, destinations = [], []
@@ -267,13 +356,21 @@ class CompiledFunction:
             destinations.append(("result", position))
         result_storages = {t._storage for t in leaves}
         for storage, (node, shape, strides, offset) in context.written.items():
-            locator = owners.get(storage, Locator("storage", storage))
+            locator = owners_before.get(storage) or owners.get(storage, Locator("storage", storage))
             output_nodes.append(node)
             destinations.append(("write", locator, (shape, strides, offset)))
-        pending_now = {id(s) for s in lazy._pending}
+        pending_now = {id(s) for s in lazy.pending_storages()}
+        result_of = {}
+        for position, tensor in enumerate(leaves):
+            result_of.setdefault(tensor._storage, position)
+        shared_results = []   # (gradient locator, result position): `.grad` is the returned tensor
         for storage, locator in owners.items():   # owners' order is the modules' order: deterministic
-            if id(storage) not in pending_now or id(storage) in pending_before or storage in result_storages:
+            if id(storage) not in pending_now or id(storage) in pending_before:
                 continue  # (pending storages nothing owns are temporaries nobody reaches after the call)
+            if storage in result_storages:
+                if locator.kind == "grad":
+                    shared_results.append((locator, result_of[storage]))
+                continue
             output_nodes.append(storage.lazy_node)
             destinations.append(("new", locator, storage))
         build = build_graph(output_nodes)
@@ -296,12 +393,14 @@ class CompiledFunction:
             elif storage in argument_storages:
                 sources[node.name] = ("argument", argument_storages[storage], layout)
             else:
-                sources[node.name] = ("locator", owners.get(storage, Locator("storage", storage)), layout)
+                locator = owners_before.get(storage) or owners.get(storage, Locator("storage", storage))
+                sources[node.name] = ("locator", locator, layout)
         variant = Variant(guards, build.graph, sources, destinations, result_spec,
                           [getter for _, getter in context.scalar_inputs],
                           [(offset, generator) for _, offset, generator in context.random_keys],
                           context.random_count, reason, trace_seconds=time.perf_counter() - started)
         variant.read_locators = {source[1] for source in sources.values() if source[0] == "locator"}
+        variant.shared_results = shared_results
         variant.device = self._tracing_device
         # the trace advanced the generators; the first run reads the same counters again
         for offset, generator in variant.random_keys[:1]:
@@ -366,14 +465,15 @@ class CompiledFunction:
         return fast.run(args, kwargs, self._scalars(fast.variant))
 
     def _replay(self, variant: Variant, args, kwargs):
-        arguments = [a for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor)]
+        arguments = tensor_arguments(args, kwargs)
         for argument in arguments:
             argument._realize()
         return self._run(variant, arguments, self._scalars(variant), None)
 
     def _run(self, variant: Variant, arguments, scalars, trace_bindings):
+        self._call_arguments = arguments
         if variant.device.type != "cpu":
-            return self._run_on_device(variant, arguments, scalars)
+            return self._run_on_device(variant, arguments, scalars, trace_bindings)
         bindings = {}
         for name, source in variant.sources.items():
             kind = source[0]
@@ -381,7 +481,12 @@ class CompiledFunction:
                 tensor = arguments[source[1]]
                 bindings[name] = strided_view(tensor._storage, *source[2])
             elif kind == "locator":
-                bindings[name] = strided_view(source[1].storage(), *source[2])
+                if trace_bindings is not None and name in trace_bindings:
+                    # the run right after the trace reads what the trace read: the owner may
+                    # already hold the traced new value (p.grad after backward)
+                    bindings[name] = trace_bindings[name]
+                else:
+                    bindings[name] = strided_view(source[1].storage(), *source[2])
             elif kind == "scalar":
                 bindings[name] = np.array(float(scalars[source[1]]), dtype=np.float64)
             else:
@@ -401,13 +506,14 @@ class CompiledFunction:
                 kind, position = destination[0], program.layout.results[graph_position]
                 if kind == "result" or position[0] != "output" or position[1] in program.layout.aliased:
                     continue
-                if kind == "write" and destination[1] in variant.read_locators:
+                if destination[1] in variant.read_locators:
                     continue  # the graph reads the old value: write elsewhere, then copy
-                storage = destination[1].storage() if kind == "write" or destination[2].array is not None else None
-                if storage is not None:
-                    shape = program.layout.outputs[position[1]][1]
-                    direct[position[1]] = storage.array[:int(np.prod(shape, dtype=np.int64))].reshape(shape) \
-                        if destination[0] == "new" else strided_view(storage, *destination[2])
+                if kind == "write":
+                    direct[position[1]] = strided_view(destination[1].storage(), *destination[2])
+                elif destination[2].array is not None:
+                    _, shape, dtype = program.layout.outputs[position[1]]
+                    storage = destination[1].output_storage(shape, dtype)
+                    direct[position[1]] = storage.array[:int(np.prod(shape, dtype=np.int64))].reshape(shape)
             results = program(bindings, out=direct)
         variant.calls += 1
         in_place = set(program.layout.aliased) | set(direct) if program is not None else set()
@@ -425,16 +531,19 @@ class CompiledFunction:
                     np.copyto(strided_view(storage, *destination[2]), value)
                 storage.version += 1
             else:
-                storage = destination[2] if destination[2].array is None else destination[1].storage()
+                storage = destination[2] if destination[2].array is None else \
+                    destination[1].output_storage(np.shape(value), np.asarray(value).dtype)
                 if storage.array is None:
                     storage.store(np.array(value))
                 else:
                     if not written:
                         np.copyto(storage.array.reshape(np.shape(value)), value)
                     storage.version += 1
+        for locator, position in variant.shared_results:
+            locator.owner.grad = tensors[position]
         return _rebuild(variant.result_spec, tensors)
 
-    def _run_on_device(self, variant: Variant, arguments, scalars):
+    def _run_on_device(self, variant: Variant, arguments, scalars, trace_bindings=None):
         """`_run` for a graph compiled for a GPU: inputs are bound from device memory (Python
         numbers, random keys and CPU tensors copied over), updates are written straight into
         their tensors' memory (in place over the inputs the layout allows, else into the
@@ -451,6 +560,9 @@ class CompiledFunction:
         bindings = {}
         for name, source in variant.sources.items():
             kind = source[0]
+            if kind == "locator" and trace_bindings is not None and name in trace_bindings:
+                bindings[name] = trace_bindings[name]   # as in _run: what the trace read
+                continue
             if kind in ("argument", "locator"):
                 storage = arguments[source[1]]._storage if kind == "argument" else source[1].storage()
                 cached = views.get(name)
@@ -478,11 +590,17 @@ class CompiledFunction:
             kind, position = destination[0], layout.results[graph_position]
             if kind == "result" or position[0] != "output" or position[1] in layout.aliased:
                 continue
-            if kind == "write" and destination[1] in variant.read_locators:
+            if destination[1] in variant.read_locators:
                 continue  # the graph reads the old value: write elsewhere, then copy
             if kind == "new" and getattr(program, "replay", False):
                 continue  # state made afresh each call (gradients after zero_grad) moves: copy it out
-            storage = destination[1].storage() if kind == "write" or destination[2].array is not None else None
+            if kind == "write":
+                storage = destination[1].storage()
+            elif destination[2].array is not None:
+                _, shape, dtype = layout.outputs[position[1]]
+                storage = destination[1].output_storage(shape, dtype)
+            else:
+                storage = None
             if storage is None or storage.device != device:
                 continue
             cached = views.get(("out", graph_position))
@@ -530,13 +648,16 @@ class CompiledFunction:
                 _copy_into(strided_view(storage, *destination[2]), value, storage.device, device)
                 storage.version += 1
             else:
-                storage = destination[2] if destination[2].array is None else destination[1].storage()
+                storage = destination[2] if destination[2].array is None else \
+                    destination[1].output_storage(value.shape, value.dtype)
                 if storage.array is None:     # the scratch buffer is the program's: store a copy
                     storage.store(xp.array(value, order="C") if storage.device == device
                                   else devices.to_host(value, device))
                 else:
                     _copy_into(storage.array.reshape(value.shape), value, storage.device, device)
                     storage.version += 1
+        for locator, position in variant.shared_results:
+            locator.owner.grad = tensors[position]
         return _rebuild(variant.result_spec, tensors)
 
     # ---- inspection ------------------------------------------------------------------------------
@@ -631,31 +752,32 @@ def _alias_candidates(variant) -> dict:
 
 def trace_graph(function, args, kwargs):
     """Trace without running: the graph, with the caller's state left as it was."""
-    modules, optimizers, _ = guard_module.discover(function, args, kwargs)
-    lazy.realize_all_pending()
-    snapshot = _snapshot(modules, optimizers)
-    compiled = CompiledFunction(function)
-    try:
-        compiled._compile = lambda graph, aliases=None: None
-        compiled._already_compiled = lambda graph, aliases: False
-        compiled._run = lambda variant, *rest: None
-        compiled._trace_and_run(args, kwargs, modules, optimizers, [],
-                                guard_module.signature(args, kwargs, modules, optimizers), "graphc.trace")
-    finally:
-        _restore(snapshot)
-    return compiled._last_graph
+    with lazy.ENGINE_LOCK:
+        captured = guard_module.discover(function, args, kwargs)
+        lazy.realize_all_pending()
+        snapshot = _snapshot(captured, tensor_arguments(args, kwargs))
+        compiled = CompiledFunction(function)
+        try:
+            compiled._compile = lambda graph, aliases=None: None
+            compiled._already_compiled = lambda graph, aliases: False
+            compiled._run = lambda variant, *rest: None
+            compiled._trace_and_run(args, kwargs, captured, guard_module.signature(args, kwargs, captured),
+                                    "graphc.trace")
+        finally:
+            _restore(snapshot)
+        return compiled._last_graph
 
 
-def _snapshot(modules, optimizers):
+def _snapshot(captured, arguments):
     """Python-visible state a trace may change: gradients and optimizer state entries."""
-    parameters = []
-    for module in modules:
-        parameters.extend(module.parameters())
-    for optimizer in optimizers:
+    holders = list(arguments) + list(captured.tensors)
+    for module in captured.modules:
+        holders.extend(module.parameters())
+    for optimizer in captured.optimizers:
         for group in optimizer.param_groups:
-            parameters.extend(group["params"])
-    return ([(p, p.grad) for p in parameters],
-            [(o, {p: dict(s) for p, s in o.state.items()}) for o in optimizers])
+            holders.extend(group["params"])
+    return ([(p, p.grad) for p in holders],
+            [(o, {p: dict(s) for p, s in o.state.items()}) for o in captured.optimizers])
 
 
 def _restore(snapshot):

@@ -15,58 +15,38 @@ RUNTIME_OPTIONS = ("lr",)
 
 
 def discover(function, args, kwargs):
-    """Modules, optimizers and schedulers the function can reach: its arguments, `self`, the
-    variables it closes over and the globals it names (one level deep)."""
-    from graphc.nn import Module
-    from graphc.optim import Optimizer
-    from graphc.optim.lr_scheduler import LRScheduler
-    candidates = list(args) + list(kwargs.values())
-    owner = getattr(function, "__self__", None)
-    if owner is not None:
-        candidates.append(owner)
-        candidates.extend(vars(owner).values() if hasattr(owner, "__dict__") else ())
-    if isinstance(function, Module):
-        candidates.append(function)
-    target = getattr(function, "__func__", function)
-    for cell in getattr(target, "__closure__", None) or ():
-        try:
-            candidates.append(cell.cell_contents)
-        except ValueError:
-            pass
-    code = getattr(target, "__code__", None)
-    if code is not None:
-        namespace = getattr(target, "__globals__", {})
-        candidates.extend(namespace[name] for name in code.co_names if name in namespace)
-    modules, optimizers, schedulers = {}, {}, {}
-    for item in candidates:
-        if isinstance(item, Module):
-            modules[id(item)] = item
-        elif isinstance(item, Optimizer):
-            optimizers[id(item)] = item
-        elif isinstance(item, LRScheduler):
-            schedulers[id(item)] = item
-            optimizers[id(item.optimizer)] = item.optimizer
-    return list(modules.values()), list(optimizers.values()), list(schedulers.values())
+    """What the function can read besides its arguments (`captured.Captured`): modules,
+    optimizers, schedulers, captured tensors and watched slots (closures, globals, attributes)."""
+    from graphc.compile.captured import discover as walk
+    return walk(function, args, kwargs)
 
 
 # a tensor argument's guard: named fields, so a retrace reason reads "argument 0.shape"
-TensorGuard = collections.namedtuple("TensorGuard", "kind shape dtype strides offset requires_grad device")
+TensorGuard = collections.namedtuple("TensorGuard", "kind shape dtype strides offset requires_grad grad device")
+
+
+def grad_signature(tensor: Tensor):
+    """What `backward()` does with a leaf's gradient depends on: None (create) or its layout (add)."""
+    grad = tensor.grad
+    return None if grad is None else (tuple(grad._shape), grad.dtype.name, tuple(grad._strides), grad._offset)
 
 
 def tensor_signature(tensor: Tensor) -> tuple:
     return (tuple(tensor._shape), tensor.dtype.name, tuple(tensor._strides), tensor._offset,
-            tensor.requires_grad, str(tensor.device))
+            tensor.requires_grad, grad_signature(tensor), str(tensor.device))
 
 
-ParameterGuard = collections.namedtuple("ParameterGuard", "identity shape dtype requires_grad grad device")
+ParameterGuard = collections.namedtuple("ParameterGuard",
+                                        "identity shape dtype strides offset requires_grad grad device")
 
 
 def _parameter_signature(parameter) -> tuple:
     # storages are not guarded: a replay finds a parameter's, gradient's or buffer's current
-    # storage through its owner (see function.Locator), so replacing `p.grad` is fine
-    grad = parameter.grad
+    # storage through its owner (see function.Locator), so replacing `p.grad` or `p.data` is fine;
+    # the layout is (a replay reads the memory with the traced strides)
     return ParameterGuard(id(parameter), tuple(parameter._shape), parameter.dtype.name,
-                          parameter.requires_grad, None if grad is None else (tuple(grad._shape), grad.dtype.name),
+                          tuple(parameter._strides), parameter._offset, parameter.requires_grad,
+                          grad_signature(parameter),
                           str(parameter.device))  # a model moved to a GPU needs a program compiled for it
 
 
@@ -78,9 +58,19 @@ def _state_value(value):
     return type(value).__name__
 
 
-def signature(args, kwargs, modules, optimizers) -> dict:
+def argument_aliasing(tensors) -> tuple:
+    """For each tensor argument, the first argument sharing its storage (a trace of f(x, x)
+    reads one buffer for both, so it must not replay f(a, b))."""
+    first = {}
+    return tuple(first.setdefault(id(t._storage), k) for k, t in enumerate(tensors))
+
+
+def signature(args, kwargs, captured) -> dict:
     """Every guard, by name, as a comparable value."""
+    from graphc.compile.captured import value_guard
+    modules, optimizers = captured.modules, captured.optimizers
     guards = {"grad mode": is_grad_enabled()}
+    tensors = []
     for position, value in enumerate(list(args) + sorted(kwargs.items())):
         if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and position >= len(args):
             name, value = value
@@ -88,10 +78,18 @@ def signature(args, kwargs, modules, optimizers) -> dict:
             name = f"argument {position}"
         if isinstance(value, Tensor):
             guards[name] = TensorGuard("tensor", *tensor_signature(value))
+            tensors.append(value)
         elif isinstance(value, (int, float, bool, str, type(None))):
-            guards[name] = value
+            guards[name] = value_guard(value)   # by type too: x * 2 and x * 2.0 differ for ints
         else:
             guards[name] = (type(value).__name__, id(value))
+    if len(tensors) > 1:
+        guards["arguments sharing memory"] = argument_aliasing(tensors)
+    guards.update(captured.guards())
+    for label, tensor in zip(captured.tensor_labels, captured.tensors):
+        guards[f"tensor {label}"] = ParameterGuard(
+            id(tensor), tuple(tensor._shape), tensor.dtype.name, tuple(tensor._strides), tensor._offset,
+            tensor.requires_grad, grad_signature(tensor), str(tensor.device))
     for module in modules:
         label = type(module).__name__
         guards[f"{label} training"] = tuple(m.training for m in module.modules())
@@ -124,7 +122,9 @@ def first_difference(old: dict, new: dict):
         before, after = old.get(name, "<absent>"), new.get(name, "<absent>")
         if before != after:
             path = ""
-            while (isinstance(before, tuple) and isinstance(after, tuple) and len(before) == len(after)):
+            from graphc.compile.captured import Value
+            while (isinstance(before, tuple) and isinstance(after, tuple) and len(before) == len(after)
+                   and not isinstance(before, Value)):
                 index = next(i for i, (a, b) in enumerate(zip(before, after)) if a != b)
                 fields = getattr(before, "_fields", None)
                 path += f".{fields[index]}" if fields else f"[{index}]"

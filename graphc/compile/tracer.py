@@ -7,13 +7,23 @@ the function's results plus every storage written or created during the trace th
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from graphc.errors import GraphcError
 from graphc.lazy import LazyNode, Storage, buffer_node, make_node
 from graphc.source_location import user_location
 
-_active: list = []
+class _ActiveTraces(threading.local):
+    """The trace contexts of this thread, innermost last: a trace in one thread never records
+    another thread's ops."""
+
+    def __init__(self):
+        self.stack = []
+
+
+_active = _ActiveTraces()
 
 
 class TraceError(GraphcError):
@@ -21,7 +31,8 @@ class TraceError(GraphcError):
 
 
 def active() -> "TraceContext | None":
-    return _active[-1] if _active else None
+    stack = _active.stack
+    return stack[-1] if stack else None
 
 
 class TraceContext:
@@ -33,11 +44,11 @@ class TraceContext:
         self.events: list = []         # ('scalar', index) and ('scheduler', scheduler), in trace order
 
     def __enter__(self):
-        _active.append(self)
+        _active.stack.append(self)
         return self
 
     def __exit__(self, *exc):
-        _active.remove(self)
+        _active.stack.remove(self)
         return False
 
     # ---- hooks called by the front end --------------------------------------------------------
