@@ -250,3 +250,28 @@ def test_fork_after_compiling_works_in_parent_and_child(rng):
     os.close(read)
     assert status == 0 and answer == b"ok"
     np.testing.assert_allclose(step(graphc.tensor(x)).detach().numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_gradient_held_from_an_earlier_call_keeps_its_value(rng):
+    model = nn.Linear(3, 2)
+    optimizer = graphc.optim.SGD(model.parameters(), lr=0.1)
+
+    @graphc.compile
+    def step(x):
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        optimizer.step()
+
+    held = []
+    for _ in range(5):
+        x = fresh(rng, 4, 3)
+        step(graphc.tensor(x))
+        held.append((model.weight.grad, np.stack([x.sum(0)] * 2)))   # as PyTorch: each step a new .grad
+    for grad, want in held:
+        np.testing.assert_allclose(grad.numpy(), want, rtol=1e-5, atol=1e-6)
+    assert len({id(grad) for grad, _ in held}) == 5
+    arrays = set()
+    for _ in range(4):   # nobody holds the old gradient: its memory is reused, no allocation
+        step(graphc.tensor(fresh(rng, 4, 3)))
+        arrays.add(id(model.weight.grad._storage.array))
+    assert len(arrays) == 1

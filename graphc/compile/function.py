@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -71,7 +72,10 @@ class Locator:
         (as `backward()` creates one when `.grad` is None)."""
         if self.kind == "grad":
             grad = self.owner.grad
-            if (grad is None or grad._shape != tuple(shape) or grad._storage.dtype.numpy != np.dtype(dtype)
+            # a `.grad` someone else holds (`previous = p.grad`) keeps its value, as in PyTorch: the
+            # references are the owner's, this function's and getrefcount's
+            if (grad is None or sys.getrefcount(grad) > 3 or grad._shape != tuple(shape)
+                    or grad._storage.dtype.numpy != np.dtype(dtype)
                     or grad._offset != 0 or grad._storage.size != math.prod(shape)
                     or grad._strides != lazy.contiguous_strides(grad._shape)):
                 device = self.owner._storage.device
