@@ -54,8 +54,10 @@ def _normalize(index, ndim, where):
     return items
 
 
-def _basic(tensor: Tensor, items, where):
-    """Apply ints, slices and None as views; return the view and the advanced items by dim."""
+def _basic(tensor: Tensor, items, where, keep_full_slices: bool = False):
+    """Apply ints, slices and None as views; return the view and the advanced items by dim.
+    Slices of a whole dim are skipped unless `keep_full_slices` (PyTorch keeps the one slice of
+    ``x[:]``, which gives SliceBackward0, but not those of ``x[0, :]`` or ``x[:, :]``)."""
     result = tensor
     dim = 0
     advanced = []  # (dim in result, index tensor)
@@ -69,14 +71,16 @@ def _basic(tensor: Tensor, items, where):
             if step <= 0:
                 raise op_error("index", "step must be greater than zero", where, kind=ValueError)
             stop = max(stop, start)
-            result = views.slice_dim(result, dim, start, stop, step, where)
-            dim += 1
+            if (start, stop, step) != (0, size, 1) or keep_full_slices:
+                result = views.slice_dim(result, dim, start, stop, step, where)
+            dim += 1  # a slice of the whole dim (`x[0, :]`) is no view at all, as in PyTorch
         elif isinstance(item, Tensor):
             if item.dtype is dtypes.bool_:
-                for position, coordinate in enumerate(_mask_indices(item, result, dim, where)):
-                    advanced.append((dim + position, coordinate))
-                dim += max(item.ndim, 0)
-                if item.ndim == 0:  # x[True] adds a dim of size 1 (or 0 for False)
+                if item.ndim:
+                    for position, coordinate in enumerate(_mask_indices(item, result, dim, where)):
+                        advanced.append((dim + position, coordinate))
+                    dim += item.ndim
+                else:  # x[True] adds a dim of size 1 (or 0 for False)
                     result = views.unsqueeze(result, dim)
                     advanced.append((dim, _mask_indices(item, result, dim, where)[0]))
                     dim += 1
@@ -110,12 +114,31 @@ def _mask_indices(mask: Tensor, target: Tensor, dim: int, where):
     return [Tensor._from_array(c.astype(np.int64)) for c in np.nonzero(values)]
 
 
+def _check_zero_dim(tensor: Tensor, index, where) -> None:
+    """PyTorch's errors for a lone int or slice indexing a 0-d tensor (``loss.data[0]`` in code
+    written for PyTorch before 0.4, where a loss was a 1-element vector)."""
+    if tensor._shape or isinstance(index, tuple):
+        return
+    if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+        if index == 0:
+            raise op_error("index", "invalid index of a 0-dim tensor. Use `tensor.item()` in Python or "
+                                    "`tensor.item<T>()` in C++ to convert a 0-dim tensor to a number",
+                           where, hint="read the value with t.item() (old tutorials' loss.data[0] is "
+                                       "loss.item() since PyTorch 0.4)", kind=IndexError)
+        raise op_error("index", f"index {int(index)} is out of bounds for dimension 0 with size 0", where,
+                       kind=IndexError)
+    if isinstance(index, slice):
+        raise op_error("index", "slice() cannot be applied to a 0-dim tensor.", where, kind=IndexError)
+
+
 def getitem(tensor: Tensor, index):
     where = user_location()
+    _check_zero_dim(tensor, index, where)
     items = _normalize(index, tensor.ndim, where)
-    result, advanced = _basic(tensor, items, where)
+    result, advanced = _basic(tensor, items, where, keep_full_slices=isinstance(index, slice))
     if not advanced:
-        return result
+        # an index that selects everything (`x[...]`, `x[:, :]`) is still a new view (PyTorch's alias)
+        return views.alias(tensor, "AliasBackward0") if result is tensor else result
     return _gather(result, advanced, where)
 
 
@@ -202,6 +225,7 @@ def setitem(tensor: Tensor, index, value):
     """``t[index] = value``: basic indices write through a view; advanced ones scatter in place."""
     from graphc.inplace import check_inplace, check_overlap, write
     where = user_location()
+    _check_zero_dim(tensor, index, where)
     items = _normalize(index, tensor.ndim, where)
     if not any(isinstance(i, Tensor) for i in items):
         target, _ = _basic(tensor, items, where)
