@@ -121,20 +121,24 @@ def permute(self, *dims):
 
 
 def transpose(self, dim0, dim1):
+    return _transposed(self, dim0, dim1, "TransposeBackward0")
+
+
+def _transposed(self, dim0, dim1, grad_name: str):
     where = user_location()
     if self.ndim == 0:
-        return _view_as(self, (), (), self._offset, "reshape", where, "TransposeBackward0", shape=())
+        return _view_as(self, (), (), self._offset, "reshape", where, grad_name, shape=())
     a, b = normalize_dim(dim0, self.ndim, "transpose"), normalize_dim(dim1, self.ndim, "transpose")
     dims = list(range(self.ndim))
     dims[a], dims[b] = dims[b], dims[a]
     return _view_as(self, tuple(self._shape[d] for d in dims), tuple(self._strides[d] for d in dims),
-                    self._offset, "permute", where, "TransposeBackward0", dims=tuple(dims))
+                    self._offset, "permute", where, grad_name, dims=tuple(dims))
 
 
 def t(self):
     if self.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {self.ndim}D")
-    return transpose(self, 0, 1) if self.ndim == 2 else self._alias("TBackward0")
+    return _transposed(self, 0, 1, "TBackward0") if self.ndim == 2 else self._alias("TBackward0")
 
 
 def T(self):

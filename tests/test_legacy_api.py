@@ -101,3 +101,42 @@ def test_whole_dim_slices_are_no_views(rng):
     whole = y[:, :]
     whole[0, 0] = 42.0  # still a view: the write is seen through y
     assert y[0, 0].item() == 42.0
+
+
+# ---- grad_fn classes --------------------------------------------------------------------------
+def test_grad_fn_classes_are_named_as_in_pytorch(rng):
+    x = graphc.tensor(rng.standard_normal((3, 2)).astype(np.float32), requires_grad=True)
+    linear = graphc.nn.Linear(2, 1)
+    loss = graphc.nn.functional.mse_loss(linear(x), graphc.zeros(3, 1))
+    cases = {"MseLossBackward0": loss, "AddmmBackward0": linear(x), "MulBackward0": x * 2,
+             "AddBackward0": x + 1, "SubBackward0": x - 1, "DivBackward0": x / 2,
+             "PowBackward0": x ** 2, "SumBackward0": x.sum(), "MeanBackward0": x.mean(),
+             "MmBackward0": x @ x.t(), "TBackward0": x.t(), "TransposeBackward0": x.transpose(0, 1),
+             "ViewBackward0": x.view(6), "ReluBackward0": graphc.relu(x), "ExpBackward0": x.exp(),
+             "SelectBackward0": x[0], "AliasBackward0": x[...], "UnsqueezeBackward0": x[None],
+             "SliceBackward0": x[1:],
+             "NllLossBackward0": graphc.nn.functional.cross_entropy(x, graphc.tensor([0, 1, 1]))}
+    for name, tensor in cases.items():
+        grad_fn = tensor.grad_fn
+        assert type(grad_fn).__name__ == name
+        assert grad_fn.name() == name
+        assert re.fullmatch(f"<{name} object at 0x[0-9a-f]+>", repr(grad_fn)), repr(grad_fn)
+        assert isinstance(grad_fn, GradFn)
+        assert f"grad_fn=<{name}>" in repr(tensor)
+    assert type((x * 3).grad_fn) is type((x * 2).grad_fn)  # one class per name
+    assert type((x * 3).grad_fn) is not type((x + 3).grad_fn)
+    loss.backward()  # the classes are display only: backward is unchanged
+    assert x.grad.shape == (3, 2)
+
+
+def test_leaves_have_no_grad_fn_and_show_accumulate_grad(rng):
+    x = graphc.tensor(rng.standard_normal(3), requires_grad=True)
+    assert x.grad_fn is None and graphc.ones(2).grad_fn is None
+    assert (x * 2).detach().grad_fn is None
+    accumulate = (x * 2).grad_fn.next_functions[0][0]
+    assert type(accumulate).__name__ == "AccumulateGrad" and accumulate.variable is x
+    assert accumulate.next_functions == ()
+    chain = ((x + 2) * 3).mean().grad_fn
+    assert [type(chain).__name__, type(chain.next_functions[0][0]).__name__,
+            type(chain.next_functions[0][0].next_functions[0][0]).__name__] == [
+        "MeanBackward0", "MulBackward0", "AddBackward0"]

@@ -5,14 +5,22 @@ from graphc.ops import table
 
 
 class GradFn:
-    """The backward function of a non-leaf tensor, named as PyTorch names it (MulBackward0...)."""
+    """The backward function of a non-leaf tensor, named as PyTorch names it (MulBackward0...).
+
+    ``GradFn(node)`` makes an instance of the subclass with that name, as PyTorch has one class per
+    backward function: ``type(y.grad_fn).__name__``, ``y.grad_fn.name()`` and ``repr(y.grad_fn)``
+    agree, and every one is an instance of GradFn."""
+
+    def __new__(cls, node):
+        if cls is GradFn:
+            cls = _class_named(_name_of(node))
+        return object.__new__(cls)
 
     def __init__(self, node):
         self._node = node
 
     def name(self) -> str:
-        node = self._node
-        return node.grad_name or table.get(node.op).backward_name or f"{node.op}Backward"
+        return _name_of(self._node)
 
     @property
     def next_functions(self) -> tuple:
@@ -35,6 +43,23 @@ class GradFn:
 
     def __hash__(self) -> int:
         return id(self._node)
+
+
+def _name_of(node) -> str:
+    return node.grad_name or table.get(node.op).backward_name or f"{node.op}Backward"
+
+
+_classes: dict = {}
+
+
+def _class_named(name: str) -> type:
+    """The GradFn subclass called `name` (made the first time it is asked for)."""
+    found = _classes.get(name)
+    if found is None:  # setdefault: threads racing to make it all get the one stored
+        found = _classes.setdefault(name, type(name, (GradFn,), {
+            "__module__": __name__, "__qualname__": name, "__slots__": (),
+            "__doc__": f"The backward function graphc records for an op whose PyTorch grad_fn is {name}."}))
+    return found
 
 
 class AccumulateGrad:
