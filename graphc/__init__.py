@@ -10,6 +10,7 @@ from graphc.dtypes import (DType as dtype, bool_ as bool, float32, float64, get_
                            int64, set_default_dtype)
 from graphc.size import Size, device
 from graphc.tensor import Tensor
+from graphc.legacy import BoolTensor, DoubleTensor, FloatTensor, IntTensor, LongTensor
 from graphc import tensor_methods as _tensor_methods  # noqa: F401  (attaches the Tensor API)
 from graphc.ir import Graph
 from graphc import autograd, cuda

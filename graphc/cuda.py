@@ -7,6 +7,15 @@ from __future__ import annotations
 
 import runtime
 from graphc import devices
+from graphc.legacy import CUDA_TYPES as _LEGACY_TYPES
+
+# PyTorch's legacy CUDA tensor types: graphc.cuda.FloatTensor([1.0]) makes a float32 tensor on the
+# GPU, isinstance(t, graphc.cuda.FloatTensor) checks dtype and device, x.type(graphc.cuda.FloatTensor)
+FloatTensor = _LEGACY_TYPES["FloatTensor"]
+DoubleTensor = _LEGACY_TYPES["DoubleTensor"]
+IntTensor = _LEGACY_TYPES["IntTensor"]
+LongTensor = _LEGACY_TYPES["LongTensor"]
+BoolTensor = _LEGACY_TYPES["BoolTensor"]
 
 
 def is_available() -> bool:
@@ -45,4 +54,4 @@ def require(what: str) -> None:
 
 
 __all__ = ["is_available", "device_count", "current_device", "get_device_name", "synchronize",
-           "require"]
+           "require", "FloatTensor", "DoubleTensor", "IntTensor", "LongTensor", "BoolTensor"]

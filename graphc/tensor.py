@@ -65,9 +65,27 @@ class Tensor:
     __slots__ = ("_storage", "_shape", "_strides", "_offset", "_lazy", "_ref", "_requires_grad",
                  "_is_leaf", "grad", "_retains_grad", "__weakref__")
 
-    # ---- construction (internal) ---------------------------------------------------------------
+    # ---- construction --------------------------------------------------------------------------
+    def __new__(cls, *args, **kwargs):
+        """PyTorch's legacy constructor (see graphc.legacy): ``Tensor([1.0])`` (data, of the
+        default dtype), ``Tensor(2, 3)`` (a shape; contents unspecified), ``Tensor()``,
+        ``Tensor(other)`` (a view). graphc's own constructors below bypass this (they call
+        ``object.__new__`` directly), so it costs them nothing."""
+        from graphc.legacy import construct
+        result = construct(dtypes.get_default_dtype(), "graphc.Tensor", args, kwargs, typed=False)
+        if cls is Tensor:
+            return result
+        # a user's subclass: the same tensor, as an instance of it
+        instance = object.__new__(cls)
+        for name in Tensor.__slots__:
+            if name != "__weakref__":
+                setattr(instance, name, getattr(result, name))
+        return instance
+
     def __init__(self, *args, **kwargs):
-        raise TypeError("create tensors with graphc.tensor(...), graphc.zeros(...) and friends")
+        pass  # everything happens in __new__
+
+    # ---- construction (internal) ---------------------------------------------------------------
 
     @classmethod
     def _from_node(cls, node: LazyNode, device=None) -> "Tensor":

@@ -144,12 +144,17 @@ def _caster(dtype):
     return convert
 
 
-def type_(self, dtype=None):
+def type_(self, dtype=None, non_blocking=False, **kwargs):
+    """``t.type()`` names the tensor's legacy type (``'graphc.FloatTensor'``); ``t.type(T)``
+    converts to the dtype T names: a dtype, a legacy type (graphc.LongTensor) or its name
+    (``'graphc.LongTensor'``, or ``'torch.LongTensor'`` in ported code); self if it has it."""
+    from graphc import legacy
     if dtype is None:
-        return {"float32": "graphc.FloatTensor", "float64": "graphc.DoubleTensor",
-                "int32": "graphc.IntTensor", "int64": "graphc.LongTensor",
-                "bool": "graphc.BoolTensor"}[self.dtype.name]
-    return to(self, dtype)
+        return legacy.type_name(self)
+    target, device_type = legacy.type_target(dtype)
+    if device_type is None or device_type == self.device.type:
+        return to(self, target)
+    return to(self, "cpu" if device_type == "cpu" else "cuda", target)
 
 
 def clone(self, memory_format=None) -> Tensor:

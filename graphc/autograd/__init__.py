@@ -3,13 +3,7 @@ from graphc.autograd.anomaly import detect_anomaly, is_anomaly_enabled, set_dete
 from graphc.autograd.engine import backward, grad
 from graphc.autograd.functions import AccumulateGrad, GradFn
 from graphc.autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-
-
-def Variable(tensor, requires_grad=False):
-    """Compatibility shim for old tutorials: returns the tensor (requiring grad if asked)."""
-    if requires_grad:
-        tensor.requires_grad_(True)
-    return tensor
+from graphc.autograd.variable import Variable
 
 
 __all__ = ["backward", "grad", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",

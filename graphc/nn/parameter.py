@@ -44,7 +44,7 @@ class Parameter(Tensor):
         return self
 
     def __init__(self, data=None, requires_grad=True):
-        pass  # everything happens in __new__ (Tensor.__init__ refuses direct construction)
+        pass  # everything happens in __new__ (Tensor's legacy constructor is not used)
 
     def __repr__(self) -> str:
         return "Parameter containing:\n" + super().__repr__()
