@@ -275,3 +275,46 @@ def test_a_gradient_held_from_an_earlier_call_keeps_its_value(rng):
         step(graphc.tensor(fresh(rng, 4, 3)))
         arrays.add(id(model.weight.grad._storage.array))
     assert len(arrays) == 1
+
+
+def test_compiled_forward_with_backward_outside_runs_as_the_python_would(rng):
+    """`graphc.compile(model)` then `loss.backward()` outside (torch.compile's common use): a
+    replay's results carry no autograd history, so these calls run uncompiled, with a warning,
+    and give what PyTorch gives: gradients, BatchNorm running statistics, outputs."""
+    graphc.manual_seed(int(rng.integers(1 << 30)))
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    reference = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    reference.load_state_dict(model.state_dict())
+    compiled = graphc.compile(model)
+    with pytest.warns(RuntimeWarning, match="runs uncompiled .* requires grad"):
+        for _ in range(4):
+            x = fresh(rng, 5, 3)
+            out = compiled(graphc.tensor(x))
+            out.square().sum().backward()
+            want = reference(graphc.tensor(x))
+            want.square().sum().backward()
+            np.testing.assert_allclose(out.detach().numpy(), want.detach().numpy(), rtol=1e-5, atol=1e-6)
+            for p, q in zip(model.parameters(), reference.parameters()):
+                np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(model[1].running_mean.numpy(), reference[1].running_mean.numpy(),
+                                       rtol=1e-6, atol=1e-7)
+            assert out.grad_fn is not None
+    assert all(h.get("uncompiled") for h in compiled.stats()["history"])
+    with graphc.no_grad():   # inference: no history to keep, so it compiles and replays
+        for _ in range(3):
+            compiled(graphc.tensor(fresh(rng, 5, 3)))
+    assert max(compiled.stats()["calls"]) >= 2
+
+
+def test_backward_through_a_non_leaf_argument_reaches_the_outer_leaf(rng):
+    w_value = fresh(rng, 3)
+    w = graphc.tensor(w_value, requires_grad=True)
+
+    @graphc.compile
+    def step(h):
+        (h * h).sum().backward()
+
+    with pytest.warns(RuntimeWarning, match="not a leaf"):
+        for call in range(1, 4):
+            step(w * 3)
+            np.testing.assert_allclose(w.grad.numpy(), call * 18 * w_value, rtol=1e-5)

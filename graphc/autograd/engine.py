@@ -131,11 +131,23 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         leaves = _leaves(outputs)
         targets = [node.leaf() for node in leaves]
     grads = derive([o._node for o in outputs], seeds, leaves, create_graph)
+    context = _trace_context()
+    if context is not None:
+        context.backward_calls += 1
     for target, grad in zip(targets, grads):
         if target is None or grad is None:
             continue
+        if context is not None:
+            context.grad_targets.append(target)
         # a gradient made of constants only (d sum(x)/dx) belongs on its tensor's device too
         _accumulate(target, Tensor._from_node(grad, target.device), create_graph)
+
+
+def _trace_context():
+    """The graphc.compile trace this thread is recording, if any: it wants to know which leaves
+    backward() gave gradients to, and whether any backward ran at all."""
+    from graphc.compile import tracer
+    return tracer.active()
 
 
 def _accumulate(target, grad, create_graph):
@@ -160,6 +172,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         if not tensor.requires_grad:
             raise RuntimeError(f"One of the differentiated Tensors (input {number}) does not require grad")
     seeds = _seeds(outputs, grad_outputs, "autograd.grad")
+    context = _trace_context()
+    if context is not None:
+        context.backward_calls += 1
     grads = derive([o._node for o in outputs], seeds, [t._node for t in input_list], create_graph)
     results = []
     for number, (tensor, value) in enumerate(zip(input_list, grads)):

@@ -11,7 +11,7 @@ import numpy as np
 
 from graphc.autograd.grad_mode import is_grad_enabled
 from graphc.compile.captured import value_guard
-from graphc.compile.function import _rebuild, tensor_arguments
+from graphc.compile.function import _rebuild, in_place_writers, tensor_arguments
 from graphc.compile.guards import argument_aliasing
 from graphc.lazy import contiguous_strides, strided_view
 from graphc.tensor import Tensor
@@ -70,7 +70,7 @@ class FastReplay:
         self.random_cells = [np.zeros(2, dtype=np.int64) for _ in variant.random_keys]
         self.cached_destinations = {}
         self._plan_outputs(layout)
-        self.persistent_results = [(s[1], s[2]) for s in self.result_slots if s[2] is not None]
+        self.persistent_results = [(s[1], s[2]) for s in self.result_slots if s[2] is not None and not s[3]]
         self.aliased_inputs = [(position, layout.input_names.index(name))
                                for position, name in (layout.aliased or {}).items()]
 
@@ -166,29 +166,38 @@ class FastReplay:
     def _plan_outputs(self, layout):
         """Which program outputs go straight into state memory, and which results are copied out."""
         variant = self.variant
-        self.result_slots = []     # (graph position, distinct output, persistent buffer or None)
+        self.result_slots = []     # (graph position, distinct output, persistent buffer or None, in state memory)
         self.direct = []           # (distinct output, destination)
         self.writes = []           # destinations whose storage version is bumped after a run
         self.copies = []           # (distinct output, destination) written by copying
-        in_place = set(layout.aliased)
+        self.input_copies = []     # (input index, destination): a state set to an input's value
+        self.replaced = []         # (where its value is, destination) of "replaced" writes
+        writers = in_place_writers(variant, layout, lambda destination: True)
+        self.direct = [(position, variant.destinations[graph_position]) for position, graph_position
+                       in writers.items() if position not in layout.aliased]
+        in_memory = set(writers) | set(layout.aliased)   # outputs written into some state's memory
         for graph_position, destination in enumerate(variant.destinations):
             kind = destination[0]
             where = layout.results[graph_position]
             if kind == "result":
                 if where[0] != "output":
-                    self.result_slots.append((graph_position, None, None))
+                    self.result_slots.append((graph_position, None, None, False))
                     continue
                 _, shape, dtype = layout.outputs[where[1]]
                 small = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize <= SMALL_RESULT_BYTES
-                self.result_slots.append((graph_position, where[1], np.empty(shape, dtype) if small else None))
+                # a result that is also a state's memory is copied out, like a small one
+                copied = small or where[1] in in_memory
+                self.result_slots.append((graph_position, where[1], np.empty(shape, dtype) if copied else None,
+                                          where[1] in in_memory))
+                continue
+            if kind == "replaced":
+                self.replaced.append((where, destination))
                 continue
             self.writes.append(destination)
-            if where[0] != "output" or where[1] in in_place:
-                continue
-            if destination[1] in variant.read_locators:
+            if where[0] == "input":    # the new value is an input unchanged (d(w * x)/dw is x)
+                self.input_copies.append((layout.input_names.index(where[1]), destination))
+            elif writers.get(where[1]) != graph_position:
                 self.copies.append((where[1], destination))
-            else:
-                self.direct.append((where[1], destination))
 
     def _input_array(self, index, source, arguments):
         kind = source[0]
@@ -245,6 +254,7 @@ class FastReplay:
                 cell[1] = generator.offset + offset
             variant.random_keys[0][1].offset += variant.random_count
         inputs = [self._input_array(i, s, arguments) for i, s in enumerate(self.sources)]
+        held = [(where, destination, destination[1].storage()) for where, destination in self.replaced]
         outputs = [None] * len(program.layout.outputs)
         for position, destination in self.direct:
             outputs[position] = self._destination(position, destination)
@@ -259,13 +269,24 @@ class FastReplay:
         variant.calls += 1
         for position, destination in self.copies:
             np.copyto(self._destination(position, destination), outputs[position])
+        for where, destination, storage in held:
+            if destination[1].storage() is not storage:   # see function._write_replaced
+                value = outputs[where[1]] if where[0] == "output" else inputs[self.input_names.index(where[1])]
+                np.copyto(strided_view(storage, *destination[2]), value)
+                storage.version += 1
+        for index, destination in self.input_copies:
+            shape = self.sources[index][2][0] if self.sources[index][0] in ("argument", "locator") \
+                else inputs[index].shape
+            np.copyto(_input_destination(destination, shape, inputs[index].dtype), inputs[index])
         for destination in self.writes:
             destination[1].storage().version += 1
         tensors = []
-        for graph_position, position, persistent in self.result_slots:
+        for graph_position, position, persistent, in_memory in self.result_slots:
             if position is None:
                 name = program.layout.results[graph_position][1]
                 tensors.append(Tensor._from_array(np.array(inputs[self.input_names.index(name)])))
+            elif in_memory:
+                tensors.append(Tensor._adopt(np.array(outputs[position])))
             elif persistent is not None:
                 tensors.append(Tensor._adopt(persistent.copy()))
             else:
@@ -285,6 +306,14 @@ class DeviceReplay(FastReplay):
             if argument._storage.array is None:
                 argument._realize()
         return self.compiled._run_on_device(self.variant, arguments, scalars)
+
+
+def _input_destination(destination, shape, dtype):
+    """The memory a state set to an input's value is copied into."""
+    if destination[0] == "write":
+        return strided_view(destination[1].storage(), *destination[2])
+    storage = destination[1].output_storage(shape, dtype)
+    return storage.array[:int(np.prod(shape, dtype=np.int64))].reshape(shape)
 
 
 def _grad_spec(tensor):

@@ -216,6 +216,7 @@ class Variant:
     # GPU variants: device views of inputs and destinations, device cells for scalars and random
     # keys, scratch outputs, kept from call to call (see CompiledFunction._run_on_device)
     device_views: dict = field(default_factory=dict)
+    uncompiled: str = ""           # why calls under these guards run the function uncompiled
 
 
 class CompiledFunction:
@@ -234,6 +235,7 @@ class CompiledFunction:
         self.fallbacks = 0
         self._fast = None   # FastReplay of the variant that ran last
         self._call_arguments = []   # the tensor arguments of the call being run (see ArgumentSlot)
+        self._warned_uncompiled = False
         self._slots = []            # ArgumentSlot per tensor argument position, made once
         self.__name__ = getattr(function, "__name__", type(function).__name__)
         self.__doc__ = getattr(function, "__doc__", None)
@@ -243,7 +245,10 @@ class CompiledFunction:
     def __call__(self, *args, **kwargs):
         # one call at a time: a program's arena, result buffers and bound arrays are shared
         with lazy.ENGINE_LOCK:
-            return self._call(args, kwargs)
+            try:
+                return self._call(args, kwargs)
+            finally:
+                self._call_arguments = ()   # do not keep the call's inputs alive
 
     def _call(self, args, kwargs):
         fast = self._fast
@@ -253,6 +258,9 @@ class CompiledFunction:
         guards = guard_module.signature(args, kwargs, captured)
         for variant in self.variants:
             if variant.guards == guards:
+                if variant.uncompiled:
+                    variant.calls += 1
+                    return self.function(*args, **kwargs)
                 if variant.program is not None:
                     from graphc.compile.fast_path import DeviceReplay, FastReplay
                     replay = FastReplay if variant.device.type == "cpu" else DeviceReplay
@@ -352,6 +360,12 @@ class CompiledFunction:
         result_spec = _flatten(result, leaves)
         owners = _owners(captured, slots)          # who holds each storage after the call
         end_guards = guard_module.signature(args, kwargs, guard_module.discover(self.function, args, kwargs))
+        # the call's own arguments getting a .grad does not make the trace unfit for later calls:
+        # those bring arguments of their own, guarded when they come
+        end_guards.update((name, value) for name, value in guards.items() if guard_module.is_argument_guard(name))
+        why = _replay_impossible(context, leaves, owners)
+        if why:
+            return self._finish_lazily(context, result, guards, end_guards, reason, why, started)
 
         # outputs: the results, every storage written in place, every new tensor that outlives the trace
         output_nodes, destinations = [], []
@@ -362,7 +376,7 @@ class CompiledFunction:
         for storage, (node, shape, strides, offset) in context.written.items():
             locator = owners_before.get(storage) or owners.get(storage, Locator("storage", storage))
             output_nodes.append(node)
-            destinations.append(("write", locator, (shape, strides, offset)))
+            destinations.append(("write", locator, (shape, strides, offset), storage))
         pending_now = {id(s) for s in lazy.pending_storages()}
         result_of = {}
         for position, tensor in enumerate(leaves):
@@ -377,6 +391,12 @@ class CompiledFunction:
                 continue
             output_nodes.append(storage.lazy_node)
             destinations.append(("new", locator, storage))
+        # `p.grad.zero_()` and then backward() making a new p.grad: p holds the new gradient
+        # afterwards, and the zeroed one matters only to whoever still holds it ("replaced": written
+        # at replay only when the new gradient did not reuse the old one's memory)
+        replaced = {d[1] for d in destinations if d[0] == "new"}
+        destinations = [("replaced",) + d[1:] if d[0] == "write" and d[1] in replaced else d
+                        for d in destinations]
         build = build_graph(output_nodes)
         self._last_graph = build.graph
         self._tracing_device = _trace_device(build)
@@ -436,6 +456,28 @@ class CompiledFunction:
                                  "compile_seconds": variant.compile_seconds,
                                  "cache_hit": getattr(variant.program, "cache_hit", None)})
         return outcome
+
+    def _finish_lazily(self, context, result, guards, end_guards, reason, why, started):
+        """Complete a traced call as the uncompiled function would have run: its results are the
+        traced lazy tensors (with their autograd history), its in-place writes are computed and
+        stored now. Later calls under the same guards run the function uncompiled."""
+        written = list(context.written.items())
+        values = lazy.realize_all_pending(extra=[node for _, (node, *_) in written])
+        for (storage, (_, shape, strides, offset)), value in zip(written, values):
+            _copy_into(strided_view(storage, shape, strides, offset), value, storage.device,
+                       storage.device)
+            storage.version += 1
+        entry = {"reason": reason, "kept": end_guards == guards, "uncompiled": why,
+                 "trace_seconds": time.perf_counter() - started, "compile_seconds": 0.0}
+        self.history.append(entry)
+        if end_guards == guards:
+            self.variants.append(Variant(guards, None, {}, [], None, [], [], 0, reason, uncompiled=why,
+                                         trace_seconds=entry["trace_seconds"]))
+        if not self._warned_uncompiled:
+            self._warned_uncompiled = True
+            warnings.warn(f"graphc.compile: {self.__name__} runs uncompiled (lazily): {why}",
+                          RuntimeWarning, stacklevel=5)
+        return result
 
     def _already_compiled(self, graph, aliases) -> bool:
         if (self.backend or backend_module.get_default()) == "numpy":
@@ -499,6 +541,8 @@ class CompiledFunction:
         if variant.random_keys:
             variant.random_keys[0][1].offset += variant.random_count
         program = variant.program
+        first_run = trace_bindings is not None   # right after the trace: owners may hold traced values
+        held = _replaced_storages(variant, first_run)
         direct = {}   # distinct output position -> the storage memory it is written into
         if program is None:
             from graphc import check, interpreter
@@ -506,34 +550,38 @@ class CompiledFunction:
             watch = check.nan_watch() if anomaly.is_anomaly_enabled() else None
             results = interpreter.evaluate(variant.graph, bindings, on_node=watch)
         else:
-            for graph_position, destination in enumerate(variant.destinations):
-                kind, position = destination[0], program.layout.results[graph_position]
-                if kind == "result" or position[0] != "output" or position[1] in program.layout.aliased:
+            # (right after the trace, a new state's storage is still the trace's own: not direct)
+            writers = in_place_writers(variant, program.layout,
+                                       lambda d: d[0] == "write" or d[2].array is not None)
+            for position, graph_position in writers.items():
+                destination = variant.destinations[graph_position]
+                if position in program.layout.aliased:
                     continue
-                if destination[1] in variant.read_locators:
-                    continue  # the graph reads the old value: write elsewhere, then copy
-                if kind == "write":
-                    direct[position[1]] = strided_view(destination[1].storage(), *destination[2])
-                elif destination[2].array is not None:
-                    _, shape, dtype = program.layout.outputs[position[1]]
+                if destination[0] == "write":
+                    direct[position] = strided_view(_written_storage(destination, first_run), *destination[2])
+                else:
+                    _, shape, dtype = program.layout.outputs[position]
                     storage = destination[1].output_storage(shape, dtype)
-                    direct[position[1]] = storage.array[:int(np.prod(shape, dtype=np.int64))].reshape(shape)
+                    direct[position] = storage.array[:int(np.prod(shape, dtype=np.int64))].reshape(shape)
             results = program(bindings, out=direct)
         variant.calls += 1
-        in_place = set(program.layout.aliased) | set(direct) if program is not None else set()
+        writers = writers if program is not None else {}
         tensors = []
         for graph_position, (destination, value) in enumerate(zip(variant.destinations, results)):
             kind = destination[0]
             position = program.layout.results[graph_position] if program is not None else ("input", None)
-            written = position[0] == "output" and position[1] in in_place
+            written = position[0] == "output" and writers.get(position[1]) == graph_position
             if kind == "result":
-                array = np.array(value) if written or np.asarray(value).base is not None else np.asarray(value)
+                shared = position[0] == "output" and (position[1] in writers or position[1] in program.layout.aliased)
+                array = np.array(value) if shared or np.asarray(value).base is not None else np.asarray(value)
                 tensors.append(Tensor._from_array(array, share=True))
             elif kind == "write":
-                storage = destination[1].storage()
+                storage = _written_storage(destination, first_run)
                 if not written:
                     np.copyto(strided_view(storage, *destination[2]), value)
                 storage.version += 1
+            elif kind == "replaced":
+                continue   # (written after the new states below, if still needed)
             else:
                 storage = destination[2] if destination[2].array is None else \
                     destination[1].output_storage(np.shape(value), np.asarray(value).dtype)
@@ -545,6 +593,7 @@ class CompiledFunction:
                     storage.version += 1
         for locator, position in variant.shared_results:
             locator.owner.grad = tensors[position]
+        _write_replaced(variant, held, lambda graph_position: results[graph_position])
         return _rebuild(variant.result_spec, tensors)
 
     def _run_on_device(self, variant: Variant, arguments, scalars, trace_bindings=None):
@@ -588,25 +637,29 @@ class CompiledFunction:
                 bindings[name] = _device_cell(views, name, key, device)
         if variant.random_keys:
             variant.random_keys[0][1].offset += variant.random_count
+        first_run = trace_bindings is not None
+        held = _replaced_storages(variant, first_run)
         direct = {}   # distinct output position -> the device memory of the state it updates
+        writer_of = {}   # distinct output position -> the graph position whose memory that is
         layout = program.layout
         for graph_position, destination in enumerate(variant.destinations):
             kind, position = destination[0], layout.results[graph_position]
             if kind == "result" or position[0] != "output" or position[1] in layout.aliased:
                 continue
-            if destination[1] in variant.read_locators:
+            if destination[1] in variant.read_locators or kind == "replaced":
                 continue  # the graph reads the old value: write elsewhere, then copy
             if kind == "new" and getattr(program, "replay", False):
                 continue  # state made afresh each call (gradients after zero_grad) moves: copy it out
             if kind == "write":
-                storage = destination[1].storage()
+                storage = _written_storage(destination, first_run)
             elif destination[2].array is not None:
                 _, shape, dtype = layout.outputs[position[1]]
                 storage = destination[1].output_storage(shape, dtype)
             else:
                 storage = None
-            if storage is None or storage.device != device:
-                continue
+            if storage is None or storage.device != device or position[1] in direct:
+                continue   # (an output several destinations share is written into the first's memory)
+            writer_of[position[1]] = graph_position
             cached = views.get(("out", graph_position))
             if cached is None or cached[0] is not storage or cached[1] is not storage.array:
                 shape = layout.outputs[position[1]][1]
@@ -619,8 +672,8 @@ class CompiledFunction:
         scratch = {}
         for graph_position, destination in enumerate(variant.destinations):
             position = layout.results[graph_position]
-            if destination[0] == "result" or position[0] != "output" or position[1] in layout.aliased \
-                    or position[1] in direct:
+            if destination[0] in ("result", "replaced") or position[0] != "output" \
+                    or position[1] in layout.aliased or position[1] in direct:
                 continue
             array = views.get(("scratch", position[1]))
             if array is None:
@@ -629,16 +682,17 @@ class CompiledFunction:
             scratch[position[1]] = array
         results = program(bindings, out={**direct, **scratch})
         variant.calls += 1
-        in_place = set(layout.aliased) | set(direct)
         tensors = []
         for graph_position, (destination, value) in enumerate(zip(variant.destinations, results)):
             kind = destination[0]
             position = layout.results[graph_position]
-            if position[0] == "output" and position[1] in in_place:
+            in_memory = position[0] == "output" and (position[1] in layout.aliased or position[1] in direct)
+            if in_memory and (kind == "result" or position[1] in layout.aliased
+                              or writer_of.get(position[1]) == graph_position):
                 if kind == "result":    # also written into a state: the result is its own copy
                     tensors.append(Tensor._on_device(xp.array(value, order="C"), device))
                 elif kind == "write":
-                    destination[1].storage().version += 1
+                    _written_storage(destination, first_run).version += 1
                 else:
                     storage = destination[2] if destination[2].array is None else destination[1].storage()
                     storage.version += 1
@@ -648,9 +702,11 @@ class CompiledFunction:
                     and position[1] not in getattr(program, "persistent", ())
                 tensors.append(Tensor._on_device(value if fresh else xp.array(value, order="C"), device))
             elif kind == "write":
-                storage = destination[1].storage()
+                storage = _written_storage(destination, first_run)
                 _copy_into(strided_view(storage, *destination[2]), value, storage.device, device)
                 storage.version += 1
+            elif kind == "replaced":
+                continue
             else:
                 storage = destination[2] if destination[2].array is None else \
                     destination[1].output_storage(value.shape, value.dtype)
@@ -662,6 +718,7 @@ class CompiledFunction:
                     storage.version += 1
         for locator, position in variant.shared_results:
             locator.owner.grad = tensors[position]
+        _write_replaced(variant, held, lambda graph_position: results[graph_position], device)
         return _rebuild(variant.result_spec, tensors)
 
     # ---- inspection ------------------------------------------------------------------------------
@@ -673,6 +730,30 @@ class CompiledFunction:
 
     def graphs(self) -> list:
         return [v.graph for v in self.variants]
+
+
+def _written_storage(destination, first_run: bool) -> Storage:
+    """The storage an in-place write goes to: the one written during the trace on the run right
+    after it (its owner may already hold a traced new value), else the owner's current one."""
+    return destination[3] if first_run else destination[1].storage()
+
+
+def _replaced_storages(variant, first_run: bool) -> list:
+    """(graph position, the storage now behind the locator) for each "replaced" write, taken before
+    the run resolves the new states (which may give the owner a new tensor)."""
+    return [(position, destination, _written_storage(destination, first_run))
+            for position, destination in enumerate(variant.destinations) if destination[0] == "replaced"]
+
+
+def _write_replaced(variant, held, value_of, device=CPU) -> None:
+    """A state written in place and then replaced by a new tensor (`p.grad.zero_()` before
+    backward()): when the owner now holds other memory, the old tensor (someone still holds it)
+    gets the written value, as the Python run would leave it."""
+    for position, destination, storage in held:
+        if destination[1].storage() is storage:
+            continue   # the new value reused the memory: the write is overwritten anyway
+        _copy_into(strided_view(storage, *destination[2]), value_of(position), storage.device, device)
+        storage.version += 1
 
 
 def _device_cell(views: dict, name, host_value: np.ndarray, device):
@@ -727,6 +808,22 @@ class _schedulers_recorded:
         return False
 
 
+def _replay_impossible(context, leaves, owners) -> str:
+    """Why a replay could not compute what this traced call computes, or ''."""
+    if context.backward_calls == 0 and any(t.requires_grad for t in leaves):
+        return ("it returns a tensor that requires grad and calls no backward() itself, so the "
+                "caller may backpropagate through the result, and a replay's results carry no "
+                "autograd history. Compile the whole step (forward, backward(), optimizer.step()) "
+                "for one native call, or call it under graphc.no_grad() for inference")
+    for target in context.grad_targets:
+        grad = getattr(target, "grad", None)
+        if grad is not None and grad._storage not in owners:
+            return ("backward() inside it gave a gradient to a tensor it reaches only through an "
+                    "argument's autograd history (an argument that is not a leaf): pass a leaf "
+                    "(detach() it), or capture the tensor that needs the gradient")
+    return ""
+
+
 def _trace_device(build):
     """The one device a traced step computes on: a GPU when its values live there, else the CPU
     (0-dim CPU values such as a learning rate join either)."""
@@ -736,6 +833,31 @@ def _trace_device(build):
         raise TraceError(f"graphc.compile: the function computes on several devices "
                          f"({', '.join(sorted(map(str, found)))}); a compiled function runs on one")
     return found.pop() if found else CPU
+
+
+def in_place_writers(variant, layout, eligible) -> dict:
+    """Distinct program output -> the one graph position whose destination the program writes
+    in place: over the input it aliases, or (for destinations `eligible` accepts) straight into
+    the destination's memory. Simplify may merge equal values (four leaves receiving the same
+    gradient), so several destinations can share one output: all but its writer get a copy."""
+    writers = {}
+    aliased = layout.aliased or {}
+    if aliased:
+        candidates = _alias_candidates(variant)
+        for position, name in aliased.items():
+            for graph_position, candidate in candidates.items():
+                where = layout.results[graph_position]
+                if candidate == name and where[0] == "output" and where[1] == position:
+                    writers[position] = graph_position
+                    break
+    for graph_position, destination in enumerate(variant.destinations):
+        where = layout.results[graph_position]
+        if (destination[0] in ("result", "replaced") or where[0] != "output" or where[1] in writers
+                or where[1] in aliased or destination[1] in variant.read_locators
+                or not eligible(destination)):
+            continue   # (a write whose old value the graph reads is written elsewhere, then copied)
+        writers[where[1]] = graph_position
+    return writers
 
 
 def _alias_candidates(variant) -> dict:

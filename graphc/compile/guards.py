@@ -51,11 +51,10 @@ def _parameter_signature(parameter) -> tuple:
 
 
 def _state_value(value):
+    from graphc.compile.captured import value_guard
     if isinstance(value, Tensor):
         return ("tensor", tuple(value._shape), value.dtype.name)
-    if isinstance(value, (int, float, bool, str, type(None))):
-        return value
-    return type(value).__name__
+    return value_guard(value)   # numbers by type and value, tuples (Adam's betas) by contents
 
 
 def argument_aliasing(tensors) -> tuple:
@@ -63,6 +62,11 @@ def argument_aliasing(tensors) -> tuple:
     reads one buffer for both, so it must not replay f(a, b))."""
     first = {}
     return tuple(first.setdefault(id(t._storage), k) for k, t in enumerate(tensors))
+
+
+def is_argument_guard(name: str) -> bool:
+    """Whether a guard describes the call's arguments (not state that outlives the call)."""
+    return name.startswith(("argument", "keyword argument "))
 
 
 def signature(args, kwargs, captured) -> dict:
@@ -74,6 +78,7 @@ def signature(args, kwargs, captured) -> dict:
     for position, value in enumerate(list(args) + sorted(kwargs.items())):
         if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and position >= len(args):
             name, value = value
+            name = f"keyword argument {name}"
         else:
             name = f"argument {position}"
         if isinstance(value, Tensor):

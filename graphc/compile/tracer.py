@@ -42,6 +42,8 @@ class TraceContext:
         self.random_count = 0
         self.scalar_inputs: list = []  # (storage, getter) bound to a Python number at each run
         self.events: list = []         # ('scalar', index) and ('scheduler', scheduler), in trace order
+        self.backward_calls = 0        # backward() and autograd.grad() calls during the trace
+        self.grad_targets: list = []   # the leaves backward() wrote a .grad to
 
     def __enter__(self):
         _active.stack.append(self)
