@@ -7,6 +7,8 @@ reuses the native program's pointer table. Any mismatch falls back to the full p
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from graphc.autograd.grad_mode import is_grad_enabled
@@ -38,6 +40,9 @@ class FastReplay:
         # f(x, x) and f(a, b) are different programs: None when every tensor argument has its own memory
         aliasing = argument_aliasing(tensors)
         self.argument_aliasing = None if aliasing == tuple(range(len(tensors))) else aliasing
+        # positions (in args + sorted kwargs) of the tensor arguments, when there are several
+        self.tensor_positions = [k for k, a in enumerate(values) if isinstance(a, Tensor)] \
+            if len(tensors) > 1 else []
         self.watches = [(w.container, w.name, w.value, w.guard, w.mutable) for w in captured.watches]
         self.modules = [m for module in modules for m in module.modules()]
         self.module_checks = [(m, (tuple(m._parameters.values()), tuple(m._buffers.values()), len(m._modules)),
@@ -107,14 +112,16 @@ class FastReplay:
                     return False
             elif spec[0] != "value" or spec[1] != value_guard(value):
                 return False
-        if self.argument_aliasing is not None or len(args) > 1:
-            tensors = [a for a in args if isinstance(a, Tensor)]
-            if len(tensors) > 1:
-                if self.argument_aliasing is None:
-                    if len({id(t._storage) for t in tensors}) != len(tensors):
+        positions = self.tensor_positions
+        if positions:   # which tensor arguments share memory (the argument specs fixed which are tensors)
+            if self.argument_aliasing is None:
+                if len(positions) == 2:
+                    if args[positions[0]]._storage is args[positions[1]]._storage:
                         return False
-                elif argument_aliasing(tensors) != self.argument_aliasing:
+                elif len({id(args[k]._storage) for k in positions}) != len(positions):
                     return False
+            elif argument_aliasing([args[k] for k in positions]) != self.argument_aliasing:
+                return False
         for container, name, expected, guard, mutable in self.watches:
             value = container.get(name, _MISSING)
             if value is expected and not mutable:
@@ -224,12 +231,21 @@ class FastReplay:
     def _destination(self, position, destination):
         """The memory a state output is written into: the destination tensor's storage (for a
         gradient made afresh, a new `.grad` when the owner has none of that layout)."""
-        _, shape, dtype = self.program.layout.outputs[position]
-        if destination[0] == "write":
-            storage = destination[1].storage()
-        else:
-            storage = destination[1].output_storage(shape, dtype)
         cached = self.cached_destinations.get(position)
+        locator = destination[1]
+        if destination[0] == "write":
+            storage = locator.storage()
+        else:
+            if locator.kind == "grad" and cached is not None:
+                # the common step: the owner still holds the gradient written last call and nobody
+                # else does (its layout is guarded); references: the owner's, `grad`, getrefcount's
+                grad = locator.owner.grad
+                if grad is not None and grad._storage is cached[0] and cached[0].array is cached[1] \
+                        and sys.getrefcount(grad) <= 3:
+                    return cached[2]
+                grad = None
+            _, shape, dtype = self.program.layout.outputs[position]
+            storage = locator.output_storage(shape, dtype)
         if cached is not None and cached[0] is storage and cached[1] is storage.array:
             return cached[2]
         if destination[0] == "write":
@@ -254,7 +270,8 @@ class FastReplay:
                 cell[1] = generator.offset + offset
             variant.random_keys[0][1].offset += variant.random_count
         inputs = [self._input_array(i, s, arguments) for i, s in enumerate(self.sources)]
-        held = [(where, destination, destination[1].storage()) for where, destination in self.replaced]
+        held = [(where, destination, destination[1].storage()) for where, destination in self.replaced] \
+            if self.replaced else ()
         outputs = [None] * len(program.layout.outputs)
         for position, destination in self.direct:
             outputs[position] = self._destination(position, destination)

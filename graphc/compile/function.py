@@ -47,21 +47,20 @@ class Locator:
     def __hash__(self) -> int:
         return hash(self._identity())
 
-    def _find(self) -> Storage:
-        if self.kind == "tensor":
-            return self.owner._storage
-        if self.kind == "grad":
-            return self.owner.grad._storage
-        if self.kind == "state":
-            optimizer, parameter = self.owner
-            return optimizer.state[parameter][self.key]._storage
-        if self.kind == "buffer":
-            return self.owner._buffers[self.key]._storage
-        return self.owner
-
     def storage(self) -> Storage:
         """The storage now, with a value (`p.data = lazy_value` between calls leaves it pending)."""
-        storage = self._find()
+        kind = self.kind
+        if kind == "tensor":
+            storage = self.owner._storage
+        elif kind == "grad":
+            storage = self.owner.grad._storage
+        elif kind == "state":
+            optimizer, parameter = self.owner
+            storage = optimizer.state[parameter][self.key]._storage
+        elif kind == "buffer":
+            storage = self.owner._buffers[self.key]._storage
+        else:
+            storage = self.owner
         if storage.array is None:
             lazy.realize_storages([storage])
         return storage
@@ -91,7 +90,8 @@ class Locator:
     def describe(self) -> str:
         from graphc.nn.parameter import Parameter
         if isinstance(self.owner, ArgumentSlot):
-            return f"the gradient of tensor argument {self.owner.position}"
+            return (f"tensor argument {self.owner.position}" if self.kind == "tensor"
+                    else f"the gradient of tensor argument {self.owner.position}")
         if self.kind in ("tensor", "grad") and not isinstance(self.owner, Parameter):
             return "a captured tensor" if self.kind == "tensor" else "the gradient of a captured tensor"
         return {"tensor": "a parameter", "grad": "a gradient", "state": f"optimizer state {self.key!r}",
@@ -135,6 +135,8 @@ def _owners(captured, slots) -> dict:
     module buffers and parameters, captured tensors, and the gradients of all of these and of the
     tensor arguments (`slots`: (ArgumentSlot, tensor) pairs)."""
     found = {}
+    for slot, tensor in slots:   # first: a write into an argument goes to this call's argument
+        found.setdefault(tensor._storage, Locator("tensor", slot))
     for optimizer in captured.optimizers:
         for parameter, entry in optimizer.state.items():
             for key, value in entry.items():
@@ -424,6 +426,8 @@ class CompiledFunction:
                           [(offset, generator) for _, offset, generator in context.random_keys],
                           context.random_count, reason, trace_seconds=time.perf_counter() - started)
         variant.read_locators = {source[1] for source in sources.values() if source[0] == "locator"}
+        variant.read_locators |= {Locator("tensor", slots[source[1]][0]) for source in sources.values()
+                                  if source[0] == "argument"}   # an argument written in place
         variant.shared_results = shared_results
         variant.device = self._tracing_device
         # the trace advanced the generators; the first run reads the same counters again
