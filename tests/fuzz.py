@@ -2,6 +2,8 @@
 
     python -m tests.fuzz --graphs 10000 [--seed N] [--max-seconds S] [--jobs J] [--batch B]
     python -m tests.fuzz --target cuda-emulator        the generated CUDA, run by tests/cuda_emulator.py
+    python -m tests.fuzz --mode compiled --graphs 500  graphc.compile'd functions against running them
+                                                       uncompiled (tests/compiled_programs.py)
 
 Program k of seed N is drawn from its own seeded generator, so `--seed N --only k` replays it.
 Several independent programs are gathered into one graph (`--batch`), since compiling dominates.
@@ -10,6 +12,14 @@ shapes, simpler op variants, no differentiation, keeping each change that still 
 and printed as a stand-alone graphc script. The exit status is 1 when anything failed.
 Compiled programs go to a temporary build cache unless `GRAPHC_CACHE_DIR` is set, so a soak does
 not fill the user's cache with thousands of one-off builds.
+
+`--mode compiled` soaks random compiled-function programs instead: a step with tensor arguments,
+captured tensors and floats, a module and optimizer, backward(), gradient accumulation, in-place
+updates, and changes the driver makes between calls, run through `graphc.compile` and uncompiled
+from identical state; every result, `.grad`, parameter and optimizer state entry is compared after
+each call. `--batch` is then the number of programs a worker process takes at a time. A program
+that disagrees, or never replays although nothing changed between its calls, is minimized and
+printed as a stand-alone script.
 """
 from __future__ import annotations
 
@@ -25,8 +35,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 if __package__:
-    from . import random_programs
+    from . import compiled_programs, random_programs
 else:   # imported by pytest, with tests/ on sys.path
+    import compiled_programs
     import random_programs
 
 RTOL = 1e-5
@@ -238,6 +249,44 @@ def _target_flag() -> str:
     return "" if target == "c" else f" --target {target}"
 
 
+# ---- compiled-function programs (--mode compiled) ------------------------------------------------
+def check_compiled_batch(seed: int, indices: list) -> list:
+    """Check compiled-function programs `indices` of `seed`, one at a time; minimize what fails.
+    -> [Finding] (a failure of the machinery itself is a finding too)"""
+    findings = []
+    for k in indices:
+        origin = f"--mode compiled --seed {seed} --only {k}"
+        try:
+            finding = _check_compiled(compiled_programs.program_at(seed, k), origin)
+        except Exception:
+            import traceback
+            finding = Finding(origin, "the fuzzer itself failed on this program:\n" + traceback.format_exc(), [], "")
+        if finding is not None:
+            findings.append(finding)
+    return findings
+
+
+def _check_compiled(program, origin: str):
+    outcome = compiled_programs.check(program)
+    if outcome.problems:
+        small = compiled_programs.minimize(outcome)
+        more = len(outcome.problems) - 1
+        message = outcome.problems[0] + (f" (and {more} more disagreements)" if more else "")
+        if small.program != program:
+            message += f"\nminimized, it fails with: {small.problems[0]}"
+        return Finding(origin, message, [small.program], compiled_programs.reproducer(small, origin))
+    if outcome.replays < 1 and not program.expects_retraces:
+        history = "; ".join(f"{entry['reason']} ({entry.get('note', 'kept')})" for entry in outcome.stats["history"])
+        return Finding(origin, f"never replayed: {outcome.stats['traces']} traces for "
+                               f"{outcome.stats['driver_calls']} calls, though nothing changed between "
+                               f"calls: {history}", [program], compiled_programs.reproducer(outcome, origin))
+    return None
+
+
+def _replay_flags(worker) -> str:
+    return " --mode compiled" if worker is check_compiled_batch else _target_flag()
+
+
 def _worker_setup():
     os.environ.setdefault("GRAPHC_NUM_THREADS", "1")   # the soak's parallelism is its processes
 
@@ -261,14 +310,16 @@ def _progress(total: int):
     return update, lambda: None
 
 
-def _parallel(batches: list, seed: int, jobs: int, deadline):
-    """Yield (batch, findings) from `jobs` worker processes. A worker that dies (a crash in native
-    code) breaks the pool: the batches it held are run again one by one in a fresh process, to
-    name the one that kills it, and the soak goes on with a new pool."""
+def _parallel(batches: list, seed: int, jobs: int, deadline, worker=None):
+    """Yield (batch, findings) from `jobs` worker processes running `worker` (default
+    check_batch). A worker that dies (a crash in native code) breaks the pool: the batches it held
+    are run again one by one in a fresh process, to name the one that kills it, and the soak goes
+    on with a new pool."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
     context = multiprocessing.get_context("spawn")
+    worker = worker or check_batch
 
     def pool_of(size):
         return ProcessPoolExecutor(size, mp_context=context, initializer=_worker_setup)
@@ -276,9 +327,9 @@ def _parallel(batches: list, seed: int, jobs: int, deadline):
     def isolated(group):
         with pool_of(1) as alone:
             try:
-                return alone.submit(check_batch, seed, group).result()
+                return alone.submit(worker, seed, group).result()
             except BrokenProcessPool:
-                replay = " or ".join(f"--seed {seed} --only {k}{_target_flag()}" for k in group)
+                replay = " or ".join(f"--seed {seed} --only {k}{_replay_flags(worker)}" for k in group)
                 return [Finding(f"--seed {seed}, programs {group}",
                                 f"the process checking these programs died (a crash in native code?); "
                                 f"replay each alone: {replay}", [], "")]
@@ -291,7 +342,7 @@ def _parallel(batches: list, seed: int, jobs: int, deadline):
                 while queue and len(running) < 2 * jobs and not broken and \
                         (deadline is None or time.perf_counter() < deadline):
                     group = queue.pop(0)
-                    running[pool.submit(check_batch, seed, group)] = group
+                    running[pool.submit(worker, seed, group)] = group
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -308,8 +359,10 @@ def _parallel(batches: list, seed: int, jobs: int, deadline):
 
 
 def soak(graphs: int, seed: int, max_seconds: float | None = None, jobs: int = 1, batch: int = 8,
-         only: int | None = None, progress: bool = True) -> dict:
-    """Check `graphs` programs of `seed` (or just program `only`). -> summary with the findings."""
+         only: int | None = None, progress: bool = True, mode: str = "graphs") -> dict:
+    """Check `graphs` programs of `seed` (or just program `only`). -> summary with the findings.
+    `mode` "compiled" checks compiled-function programs (compiled_programs.py) instead."""
+    worker = check_compiled_batch if mode == "compiled" else check_batch
     started = time.perf_counter()
     indices = [only] if only is not None else list(range(graphs))
     batches = [indices[i:i + batch] for i in range(0, len(indices), batch)]
@@ -320,11 +373,11 @@ def soak(graphs: int, seed: int, max_seconds: float | None = None, jobs: int = 1
         for group in batches:
             if deadline is not None and time.perf_counter() > deadline:
                 break
-            findings.extend(check_batch(seed, group))
+            findings.extend(worker(seed, group))
             done += len(group)
             update(len(group))
     else:
-        for group, found in _parallel(batches, seed, jobs, deadline):
+        for group, found in _parallel(batches, seed, jobs, deadline, worker):
             findings.extend(found)
             done += len(group)
             update(len(group))
@@ -356,22 +409,31 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="soak seed (default: random, printed)")
     parser.add_argument("--max-seconds", type=float, default=None, help="stop starting new work after this")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--batch", type=int, default=8, help="independent programs per compiled graph")
+    parser.add_argument("--mode", choices=("graphs", "compiled"), default="graphs",
+                        help="graphs: compiled graphs against the interpreter (default); compiled: "
+                             "graphc.compile'd functions against running them uncompiled")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="independent programs per compiled graph (default 8); with --mode compiled, "
+                             "programs per worker task (default 4)")
     parser.add_argument("--only", type=int, default=None, help="check program ONLY of the seed alone")
     parser.add_argument("--save", default=None, help="directory to write reproducer scripts into")
     parser.add_argument("--target", choices=TARGETS, default="c",
                         help="what runs the compiled side (default c; the CUDA emulator needs g++)")
     args = parser.parse_args(argv)
+    if args.mode == "compiled" and args.target != "c":
+        parser.error("--mode compiled runs the C backend only (no --target)")
+    batch = args.batch or (4 if args.mode == "compiled" else 8)
     os.environ["GRAPHC_FUZZ_TARGET"] = args.target
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2 ** 31)
     print(f"graphc fuzz: seed {seed}, {args.graphs if args.only is None else 1} programs, "
-          f"{args.jobs} job(s), batches of {args.batch}, target {args.target}", flush=True)
+          f"{args.jobs} job(s), batches of {batch}, "
+          + ("mode compiled" if args.mode == "compiled" else f"target {args.target}"), flush=True)
     temporary = None
     if "GRAPHC_CACHE_DIR" not in os.environ:
         temporary = tempfile.mkdtemp(prefix="graphc-fuzz-cache-")
         os.environ["GRAPHC_CACHE_DIR"] = temporary
     try:
-        summary = soak(args.graphs, seed, args.max_seconds, args.jobs, args.batch, args.only)
+        summary = soak(args.graphs, seed, args.max_seconds, args.jobs, batch, args.only, mode=args.mode)
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
