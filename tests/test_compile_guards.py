@@ -318,3 +318,11 @@ def test_backward_through_a_non_leaf_argument_reaches_the_outer_leaf(rng):
         for call in range(1, 4):
             step(w * 3)
             np.testing.assert_allclose(w.grad.numpy(), call * 18 * w_value, rtol=1e-5)
+
+
+def test_trace_of_a_forward_whose_result_keeps_history_returns_its_graph(rng):
+    model = nn.Linear(4, 3)
+    x = graphc.tensor(fresh(rng, 2, 4))
+    graph = graphc.trace(model, x)
+    assert [graph.node(i).op for i in graph.outputs] and model.weight.grad is None
+    assert any(graph.node(i).op == "matmul" for i in graph.nx.nodes)

@@ -238,6 +238,7 @@ class CompiledFunction:
         self._fast = None   # FastReplay of the variant that ran last
         self._call_arguments = []   # the tensor arguments of the call being run (see ArgumentSlot)
         self._warned_uncompiled = False
+        self._graph_only = False   # graphc.trace: build the graph, change nothing
         self._slots = []            # ArgumentSlot per tensor argument position, made once
         self.__name__ = getattr(function, "__name__", type(function).__name__)
         self.__doc__ = getattr(function, "__doc__", None)
@@ -365,7 +366,7 @@ class CompiledFunction:
         # the call's own arguments getting a .grad does not make the trace unfit for later calls:
         # those bring arguments of their own, guarded when they come
         end_guards.update((name, value) for name, value in guards.items() if guard_module.is_argument_guard(name))
-        why = _replay_impossible(context, leaves, owners)
+        why = "" if self._graph_only else _replay_impossible(context, leaves, owners)
         if why:
             return self._finish_lazily(context, result, guards, end_guards, reason, why, started)
 
@@ -887,6 +888,7 @@ def trace_graph(function, args, kwargs):
         lazy.realize_all_pending()
         snapshot = _snapshot(captured, tensor_arguments(args, kwargs))
         compiled = CompiledFunction(function)
+        compiled._graph_only = True
         try:
             compiled._compile = lambda graph, aliases=None: None
             compiled._already_compiled = lambda graph, aliases: False
