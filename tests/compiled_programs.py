@@ -86,6 +86,7 @@ class CompiledProgram:
     update: str | None = None      # captured tensors updated under no_grad: None | "sub_" | "isub"
     captured_grad: str = "keep"    # captured tensors' .grad: "keep" | "none" (end) | "zero" (start)
     backward_twice: bool = False   # a second backward() (of another loss) accumulates into the same grads
+    plain_loss: bool = False       # loss = out.sum(), no weights (a gradient may then be an input itself)
     returns: str = "loss"          # "loss" | "tuple" | "dict" | "detached" | "grad"
     events: tuple = ()             # (event name, after which call)
     kwargs: bool = False           # arguments passed by keyword, in an order that changes
@@ -124,13 +125,14 @@ class Scaled(nn.Module):
         return self.linear(x) * self.scale
 '''
 
-# module kind -> (constructor, its first Linear)
+# module kind -> (constructor, the submodule whose weight and bias the driver changes)
 MODULES = {
     "linear": ("nn.Linear({n}, {k})", "model"),
     "mlp": ("nn.Sequential(nn.Linear({n}, {k}), nn.Tanh(), nn.Linear({k}, {k}))", "model[0]"),
     "scaled": ("Scaled({n}, {k})", "model.linear"),
     "dropout": ("nn.Sequential(nn.Linear({n}, {k}), nn.Dropout(0.25))", "model[0]"),
-    "batchnorm": ("nn.Sequential(nn.Linear({n}, {k}), nn.BatchNorm1d({k}))", "model[0]"),
+    # no bias before BatchNorm: its gradient is 0 up to rounding, whose sign Adam would amplify to lr
+    "batchnorm": ("nn.Sequential(nn.Linear({n}, {k}, bias=False), nn.BatchNorm1d({k}))", "model[1]"),
 }
 OPTIMIZERS = {
     "sgd": "optim.SGD(model.parameters(), lr=0.05)",
@@ -278,7 +280,8 @@ def generate(program: CompiledProgram) -> Generated:
     out = stand_in["t"]
     forward.append("out = t")
     loss_shape = tuple(out.shape)[-1:] if p.alternate_shapes else tuple(out.shape)
-    constants.append(f"lw = {_array_code(loss_shape, dtype)}")
+    if not p.plain_loss:
+        constants.append(f"lw = {_array_code(loss_shape, dtype)}")
 
     captured = ([cw] if p.closure_tensor else []) + (["GW"] if p.global_tensor else [])
     reach_optimizer = "optimizer" if p.optimizer else ("model" if p.module else None)
@@ -305,7 +308,7 @@ def generate(program: CompiledProgram) -> Generated:
         if code == "start = t" and out.requires_grad and not twice:
             continue   # only the fallback loss term and the second backward read it
         step.extend(code.splitlines())
-    step.append("loss = (out * lw).sum()")
+    step.append("loss = out.sum()" if p.plain_loss else "loss = (out * lw).sum()")
     if not out.requires_grad:   # the body cut the gradient (an integer cast): reach the leaves anyway
         step.append("loss = loss + (start * start).mean()")
     for name in _float_use(p, "loss"):
@@ -442,7 +445,7 @@ def _inputs_code(p, dtype) -> list:
     return lines
 
 
-def _first_linear(p) -> str:
+def _first_linear(p) -> str:   # (BatchNorm for "batchnorm": its Linear has no bias)
     return MODULES[p.module][1]
 
 
@@ -570,6 +573,7 @@ def random_program(rnd: random.Random) -> CompiledProgram:
         floats_change=bool(closure_float or global_float or config_float or module == "scaled")
         and rnd.random() < 0.7,
         clip=bool(module) and rnd.random() < 0.2, backward_twice=rnd.random() < 0.15,
+        plain_loss=rnd.random() < 0.1,
         reuse_inputs=not alternate and rnd.random() < 0.15,
         float_arg=rnd.random() < 0.1, module=module, optimizer=optimizer,
         zero_grad=rnd.choices(["none", "start", "start_keep", "end"], [0.3, 0.35, 0.2, 0.15])[0],
@@ -604,7 +608,7 @@ def simpler_variants(program: CompiledProgram):
     for name in ("module", "optimizer", "closure_tensor", "global_tensor", "closure_float", "global_float",
                  "x1", "update", "float_arg", "kwargs", "floats_change", "alternate_shapes", "dtype",
                  "zero_grad", "captured_grad", "returns", "x1_grad", "captured_shape", "x1_partner",
-                 "captured_list", "config_float", "clip", "backward_twice", "reuse_inputs"):
+                 "captured_list", "config_float", "clip", "backward_twice", "reuse_inputs", "plain_loss"):
         if getattr(p, name) != defaults[name]:
             yield replace(p, **{name: defaults[name]})
     if p.module == "mlp" or p.module == "scaled":
