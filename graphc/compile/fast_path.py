@@ -284,17 +284,22 @@ class FastReplay:
                 outputs[position] = program._output_array(position)
         program.run_arrays(inputs, outputs)
         variant.calls += 1
+        # states set to an input's old value take it before any copy below writes that input
+        # (`y.grad` is x while x is updated in place): a snapshot, for this rare case
+        passed = [(index, destination, np.array(inputs[index])) for index, destination in self.input_copies] \
+            if self.input_copies else ()
+        replaced = [(where, destination, storage, outputs[where[1]] if where[0] == "output"
+                     else np.array(inputs[self.input_names.index(where[1])])) for where, destination, storage in held]
         for position, destination in self.copies:
             np.copyto(self._destination(position, destination), outputs[position])
-        for where, destination, storage in held:
+        for index, destination, value in passed:
+            shape = self.sources[index][2][0] if self.sources[index][0] in ("argument", "locator") \
+                else value.shape
+            np.copyto(_input_destination(destination, shape, value.dtype), value)
+        for where, destination, storage, value in replaced:
             if destination[1].storage() is not storage:   # see function._write_replaced
-                value = outputs[where[1]] if where[0] == "output" else inputs[self.input_names.index(where[1])]
                 np.copyto(strided_view(storage, *destination[2]), value)
                 storage.version += 1
-        for index, destination in self.input_copies:
-            shape = self.sources[index][2][0] if self.sources[index][0] in ("argument", "locator") \
-                else inputs[index].shape
-            np.copyto(_input_destination(destination, shape, inputs[index].dtype), inputs[index])
         for destination in self.writes:
             destination[1].storage().version += 1
         tensors = []

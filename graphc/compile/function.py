@@ -554,6 +554,9 @@ class CompiledFunction:
             from graphc.autograd import anomaly
             watch = check.nan_watch() if anomaly.is_anomaly_enabled() else None
             results = interpreter.evaluate(variant.graph, bindings, on_node=watch)
+            # (an output may be an input's own array: copied before any write changes that input)
+            results = [np.array(value) if destination[0] != "result" else value
+                       for destination, value in zip(variant.destinations, results)]
         else:
             # (right after the trace, a new state's storage is still the trace's own: not direct)
             writers = in_place_writers(variant, program.layout,
@@ -569,6 +572,7 @@ class CompiledFunction:
                     storage = destination[1].output_storage(shape, dtype)
                     direct[position] = storage.array[:int(np.prod(shape, dtype=np.int64))].reshape(shape)
             results = program(bindings, out=direct)
+            results = _pass_through_snapshots(variant, program.layout, results, np.array)
         variant.calls += 1
         writers = writers if program is not None else {}
         tensors = []
@@ -686,6 +690,7 @@ class CompiledFunction:
                 array = views[("scratch", position[1])] = xp.empty(shape, dtype=dtype)
             scratch[position[1]] = array
         results = program(bindings, out={**direct, **scratch})
+        results = _pass_through_snapshots(variant, layout, results, lambda value: xp.array(value, order="C"))
         variant.calls += 1
         tensors = []
         for graph_position, (destination, value) in enumerate(zip(variant.destinations, results)):
@@ -735,6 +740,13 @@ class CompiledFunction:
 
     def graphs(self) -> list:
         return [v.graph for v in self.variants]
+
+
+def _pass_through_snapshots(variant, layout, results, copy) -> list:
+    """A state whose new value is an input unchanged (`y.grad` is x, d(x * y)/dy) must take the
+    input's value before the writes after the run change that input: those get a copy."""
+    return [copy(value) if destination[0] != "result" and where[0] == "input" else value
+            for destination, where, value in zip(variant.destinations, layout.results, results)]
 
 
 def _written_storage(destination, first_run: bool) -> Storage:
