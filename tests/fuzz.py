@@ -395,6 +395,7 @@ def report(summary: dict, out=print, save_dir: str | None = None) -> None:
         if finding.script:
             out("---- reproducer ----\n" + finding.script + "---- end ----")
             if save_dir:
+                os.makedirs(save_dir, exist_ok=True)
                 path = os.path.join(save_dir, f"repro_seed{summary['seed']}_{number + 1}.py")
                 with open(path, "w") as handle:
                     handle.write(finding.script)

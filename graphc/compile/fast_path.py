@@ -75,7 +75,8 @@ class FastReplay:
         self.random_cells = [np.zeros(2, dtype=np.int64) for _ in variant.random_keys]
         self.cached_destinations = {}
         self._plan_outputs(layout)
-        self.persistent_results = [(s[1], s[2]) for s in self.result_slots if s[2] is not None and not s[3]]
+        self.persistent_results = list({s[1]: (s[1], s[2]) for s in self.result_slots
+                                        if s[2] is not None and not s[3]}.values())
         self.aliased_inputs = [(position, layout.input_names.index(name))
                                for position, name in (layout.aliased or {}).items()]
 
@@ -183,6 +184,7 @@ class FastReplay:
         self.direct = [(position, variant.destinations[graph_position]) for position, graph_position
                        in writers.items() if position not in layout.aliased]
         in_memory = set(writers) | set(layout.aliased)   # outputs written into some state's memory
+        buffers = {}   # distinct output -> the persistent buffer small results are copied out of
         for graph_position, destination in enumerate(variant.destinations):
             kind = destination[0]
             where = layout.results[graph_position]
@@ -192,10 +194,11 @@ class FastReplay:
                     continue
                 _, shape, dtype = layout.outputs[where[1]]
                 small = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize <= SMALL_RESULT_BYTES
-                # a result that is also a state's memory is copied out, like a small one
+                # a result that is also a state's memory is copied out, like a small one; results
+                # simplify merged (`return loss, out` with loss == out) share one buffer
                 copied = small or where[1] in in_memory
-                self.result_slots.append((graph_position, where[1], np.empty(shape, dtype) if copied else None,
-                                          where[1] in in_memory))
+                buffer = buffers.setdefault(where[1], np.empty(shape, dtype)) if copied else None
+                self.result_slots.append((graph_position, where[1], buffer, where[1] in in_memory))
                 continue
             if kind == "replaced":
                 self.replaced.append((where, destination))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import collections
 
 from graphc.autograd.grad_mode import is_grad_enabled
+from graphc.compile import captured as captured_module
+from graphc.compile.captured import Value, value_guard
 from graphc.tensor import Tensor
 
 # optimizer options that become runtime inputs (so a scheduler never causes a retrace)
@@ -17,8 +19,7 @@ RUNTIME_OPTIONS = ("lr",)
 def discover(function, args, kwargs):
     """What the function can read besides its arguments (`captured.Captured`): modules,
     optimizers, schedulers, captured tensors and watched slots (closures, globals, attributes)."""
-    from graphc.compile.captured import discover as walk
-    return walk(function, args, kwargs)
+    return captured_module.discover(function, args, kwargs)
 
 
 # a tensor argument's guard: named fields, so a retrace reason reads "argument 0.shape"
@@ -51,7 +52,6 @@ def _parameter_signature(parameter) -> tuple:
 
 
 def _state_value(value):
-    from graphc.compile.captured import value_guard
     if isinstance(value, Tensor):
         return ("tensor", tuple(value._shape), value.dtype.name)
     return value_guard(value)   # numbers by type and value, tuples (Adam's betas) by contents
@@ -71,7 +71,6 @@ def is_argument_guard(name: str) -> bool:
 
 def signature(args, kwargs, captured) -> dict:
     """Every guard, by name, as a comparable value."""
-    from graphc.compile.captured import value_guard
     modules, optimizers = captured.modules, captured.optimizers
     guards = {"grad mode": is_grad_enabled()}
     tensors = []
@@ -92,9 +91,7 @@ def signature(args, kwargs, captured) -> dict:
         guards["arguments sharing memory"] = argument_aliasing(tensors)
     guards.update(captured.guards())
     for label, tensor in zip(captured.tensor_labels, captured.tensors):
-        guards[f"tensor {label}"] = ParameterGuard(
-            id(tensor), tuple(tensor._shape), tensor.dtype.name, tuple(tensor._strides), tensor._offset,
-            tensor.requires_grad, grad_signature(tensor), str(tensor.device))
+        guards[f"tensor {label}"] = _parameter_signature(tensor)   # identity, layout, .grad, as a parameter
     for module in modules:
         label = type(module).__name__
         guards[f"{label} training"] = tuple(m.training for m in module.modules())
@@ -127,7 +124,6 @@ def first_difference(old: dict, new: dict):
         before, after = old.get(name, "<absent>"), new.get(name, "<absent>")
         if before != after:
             path = ""
-            from graphc.compile.captured import Value
             while (isinstance(before, tuple) and isinstance(after, tuple) and len(before) == len(after)
                    and not isinstance(before, Value)):
                 index = next(i for i, (a, b) in enumerate(zip(before, after)) if a != b)
