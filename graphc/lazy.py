@@ -112,7 +112,7 @@ def pending_storages() -> list:
 class LazyNode:
     """One value in the front end's graph."""
 
-    __slots__ = ("op", "inputs", "shape", "dtype", "attrs", "where", "requires_grad", "buffer",
+    __slots__ = ("op", "inputs", "shape", "dtype", "attrs", "where", "requires_grad", "buffer", "freed",
                  "leaf", "realized", "grad_name", "grad_inputs", "device", "__weakref__")
 
     def __init__(self, op, inputs, shape, dtype, attrs, where, requires_grad=False):
@@ -128,6 +128,7 @@ class LazyNode:
         self.realized = None    # (storage, version) once computed
         self.grad_name = None   # grad_fn name for the public op that made this node
         self.grad_inputs = None  # that public op's inputs, for grad_fn.next_functions
+        self.freed = False      # a backward() without retain_graph went through it (see autograd)
         self.device = result_device(op, inputs, where)  # None: a constant or CPU scalar
 
     def __repr__(self):

@@ -326,22 +326,37 @@ def test_backward_on_a_non_scalar_names_the_call_and_the_output(rng, runs):
     assert runs == []
 
 
-def test_backward_twice_accumulates(rng):
-    """PyTorch frees a graph's saved tensors after backward and raises "Trying to backward through
-    the graph a second time" unless retain_graph=True. graphc keeps the second backward working
-    and accumulates, as PyTorch does with retain_graph=True: its backward is a symbolic pass over a
-    forward graph that is never freed, so a second pass is as well defined as the first; and
-    graphc has no saved tensors to track, so imitating the error would also reject programs
-    PyTorch accepts (a second backward through ops that save nothing, such as sum or add)."""
+def test_backward_twice_without_retain_graph_raises_as_pytorch(rng):
+    """PyTorch frees a graph's saved tensors after backward() and raises on a second backward
+    through a node that saved some, unless retain_graph=True; a second backward through nodes that
+    save nothing (a sum, a mean, an add, a view) is allowed and accumulates."""
     values = rng.uniform(-1, 1, size=3)
     w = graphc.tensor(values, requires_grad=True)
     loss = (w * w * w).sum()
-    loss.backward()
-    np.testing.assert_allclose(w.grad.numpy(), 3 * values ** 2, rtol=1e-6)
-    loss.backward()                           # PyTorch: RuntimeError without retain_graph=True
-    np.testing.assert_allclose(w.grad.numpy(), 6 * values ** 2, rtol=1e-6)
     loss.backward(retain_graph=True)
-    np.testing.assert_allclose(w.grad.numpy(), 9 * values ** 2, rtol=1e-6)
+    np.testing.assert_allclose(w.grad.numpy(), 3 * values ** 2, rtol=1e-6)
+    loss.backward()                                    # retained: allowed, and frees
+    np.testing.assert_allclose(w.grad.numpy(), 6 * values ** 2, rtol=1e-6)
+    expect_error(lambda: loss.backward(), RuntimeError, "backward",
+                 "Trying to backward through the graph a second time", "retain_graph=True")
+    np.testing.assert_allclose(w.grad.numpy(), 6 * values ** 2, rtol=1e-6)   # nothing added
+    with pytest.raises(RuntimeError, match="second time"):
+        graphc.autograd.grad((w * w * w).sum() + loss, [w])   # a new graph that reuses the freed one
+    linear = (w + 1).mean() + w.view(3, 1).t().sum()    # saves nothing: PyTorch allows a second pass
+    w.grad = None
+    linear.backward()
+    linear.backward()
+    np.testing.assert_allclose(w.grad.numpy(), 2 * (1 / 3 + 1) * np.ones(3), rtol=1e-6)
+    scaled = (w * 2).sum()                              # MulBackward0 keeps the 2, as in PyTorch
+    scaled.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        scaled.backward()
+    squared = (w * w).sum()
+    graphc.autograd.grad(squared, [w], create_graph=True)   # create_graph retains by default
+    (gradient,) = graphc.autograd.grad(squared, [w])
+    np.testing.assert_allclose(gradient.numpy(), 2 * values, rtol=1e-6)
+    with pytest.raises(RuntimeError, match="second time"):
+        squared.backward()
 
 
 # ---- load_state_dict ---------------------------------------------------------------------------

@@ -104,9 +104,9 @@ def _detached(value: LazyNode) -> LazyNode:
                     value.where, False)
 
 
-def _leaves(outputs) -> list:
-    """The leaf nodes (tensors that accumulate .grad) the outputs depend on, plus retain_grad nodes."""
-    seen, found, stack = set(), [], [o._node for o in outputs]
+def _history(outputs) -> tuple:
+    """(leaf nodes the outputs depend on, plus retain_grad nodes; the nodes backward goes through)."""
+    seen, found, through, stack = set(), [], [], [o._node for o in outputs]
     while stack:
         node = stack.pop()
         if id(node) in seen or not node.requires_grad:
@@ -115,8 +115,50 @@ def _leaves(outputs) -> list:
         if node.leaf is not None:
             found.append(node)
         if node.op != "input":
+            through.append(node)
             stack.extend(node.inputs)
-    return found
+    return found, through
+
+
+# PyTorch's backward nodes that keep no tensors, so a second backward through them is allowed
+# (checked against PyTorch 2.13: sum, mean, add, neg and views pass; mul, even by a number, fails)
+_SAVE_NOTHING = frozenset({
+    "Add", "Sub", "Neg", "Sum", "Mean", "Expand", "View", "Reshape", "ReshapeAlias", "UnsafeView",
+    "Permute", "T", "Transpose", "Slice", "Select", "Cat", "Stack", "ToCopy", "ConstantPadNd",
+    "Clone", "Alias", "Squeeze", "Unsqueeze", "Split", "SplitWithSizes", "Unbind", "Flatten",
+    "Narrow", "Chunk"})
+
+
+def _saves_values(node) -> bool:
+    """Whether PyTorch's backward node for `node` keeps tensors, which backward() frees. Only the
+    node that ends a public op carries its PyTorch name; the nodes inside it follow that one."""
+    name = node.grad_name
+    if name is None:
+        return False
+    return name.rstrip("0123456789").removesuffix("Backward") not in _SAVE_NOTHING
+
+
+def _check_not_freed(through, op: str) -> None:
+    from graphc.source_location import user_location
+    for node in through:
+        if node.freed and _saves_values(node):
+            raise op_error(op, "Trying to backward through the graph a second time (or directly access "
+                               "saved tensors after they have already been freed). Saved intermediate "
+                               "values of the graph are freed when you call .backward() or "
+                               "autograd.grad(). Specify retain_graph=True if you need to backward "
+                               "through the graph a second time or if you need to access saved tensors "
+                               f"after calling backward. (The graph went through {node.op} at {node.where}.)",
+                           user_location(), kind=RuntimeError,
+                           hint="pass retain_graph=True to the first backward(), or compute the loss "
+                                "again before the second")
+
+
+def _free(through, retain_graph, create_graph) -> None:
+    if retain_graph is None:
+        retain_graph = create_graph    # PyTorch's default
+    if not retain_graph:
+        for node in through:
+            node.freed = True
 
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
@@ -124,13 +166,15 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     from graphc.tensor import Tensor
     outputs = _as_list(tensors)
     seeds = _seeds(outputs, grad_tensors, "backward")
+    leaves, through = _history(outputs)
+    _check_not_freed(through, "backward")
     if inputs is not None:
         leaves = [t._node for t in _as_list(inputs)]
         targets = [t for t in _as_list(inputs)]
     else:
-        leaves = _leaves(outputs)
         targets = [node.leaf() for node in leaves]
     grads = derive([o._node for o in outputs], seeds, leaves, create_graph)
+    _free(through, retain_graph, create_graph)
     context = _trace_context()
     if context is not None:
         context.backward_calls += 1
@@ -175,7 +219,10 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     context = _trace_context()
     if context is not None:
         context.backward_calls += 1
+    _, through = _history(outputs)
+    _check_not_freed(through, "autograd.grad")
     grads = derive([o._node for o in outputs], seeds, [t._node for t in input_list], create_graph)
+    _free(through, retain_graph, create_graph)
     results = []
     for number, (tensor, value) in enumerate(zip(input_list, grads)):
         if value is None:
