@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from benchmarks.workloads import (axpb, compile_latency, fused_elementwise, lenet, linear_regression, matmul,
-                                  mlp, roofs, softmax)
+from benchmarks.workloads import (axpb, checkpoint_load, compile_latency, fused_elementwise, lenet, linear_regression,
+                                  matmul, mlp, roofs, softmax)
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ WORKLOADS = (
     Workload("R1", "copy bandwidth roof", roofs.copy_roof),
     Workload("R2", "NumPy GEMM roof", roofs.gemm_roof),
     Workload(matmul.ID, "graphc matmul at 2048³ and W1's layer shapes", matmul.run),
+    Workload(checkpoint_load.ID, "load a 1 GiB checkpoint: graphc.load vs torch.load (new processes)",
+             checkpoint_load.run),
 )
 
 
