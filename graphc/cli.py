@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
 import sys
 
 STAGE_CHOICES = ("summary", "trace", "autograd", "simplify", "fuse", "memory", "c", "cuda", "all")
@@ -60,7 +59,8 @@ examples:
 CACHE_EPILOG = """\
 examples:
   graphc cache           list entries (same as graphc cache list, graphc dump --cache)
-  graphc cache clear     delete every entry (and the stored compiler pipelines)
+  graphc cache clear     delete what graphc built there (entries, failed builds, stored compiler
+                         pipelines), never other files; refuses a folder that is not a graphc cache
   graphc cache path      print the cache directory ($GRAPHC_CACHE_DIR overrides it)
 """
 
@@ -265,6 +265,23 @@ def _file_size(path) -> int:
         return 0
 
 
+def _clear_cache(runtime) -> int:
+    """Delete what graphc made in the cache (never other files there: runtime/cache.py)."""
+    cache = runtime.default_cache()
+    try:
+        report = cache.clear_all()
+    except runtime.CacheDirectoryNotRecognized as error:
+        print(f"graphc cache clear: {error}", file=sys.stderr)
+        return 1
+    print(f"removed {report.entries} entries from {cache.directory}" +
+          (f" (and {report.pipelines} stored pipelines)" if report.pipelines else ""))
+    if report.kept:
+        names = [os.path.relpath(path, cache.directory) for path in report.kept]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        print(f"left {len(names)} {'thing' if len(names) == 1 else 'things'} graphc did not make: {shown}")
+    return 0
+
+
 def cache_command(action: str) -> int:
     import runtime
     directory = runtime.cache_directory()
@@ -273,12 +290,7 @@ def cache_command(action: str) -> int:
         return 0
     pipelines = directory / "pipelines"   # graphc/backends/c.py: stored simplify..render results
     if action == "clear":
-        removed = runtime.clear_cache()
-        stored = _pipeline_files(pipelines)
-        shutil.rmtree(pipelines, ignore_errors=True)   # readers and writers tolerate it vanishing
-        print(f"removed {removed} entries from {directory}" +
-              (f" (and {len(stored)} stored pipelines)" if stored else ""))
-        return 0
+        return _clear_cache(runtime)
     entries = runtime.cache_entries()
     total = sum(e.size_bytes for e in entries)
     print(f"build cache {directory}: {len(entries)} entries, {_size(total)}")

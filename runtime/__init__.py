@@ -24,15 +24,15 @@ from .artifact import Artifact
 from .build import (c_build_command, cache_entries, clear_cache, compile_c, compile_cuda, cuda_build_command,
                     load_cuda_program)
 from .c_compiler import CCompiler, sanitize_requested
-from .cache import BuildCache, CacheEntry, CacheStats, cache_directory, default_cache
+from .cache import BuildCache, CacheEntry, CacheStats, ClearReport, cache_directory, default_cache
 from .cache_safety import make_private_directory
 from .compiler import Compiler
 from .cprogram import BoundCall, CProgram
 from .cuda import cuda_available
 from .cuda_compiler import NvccCompiler, NVRTCCompiler, find_cuda_compiler
 from .cuda_program import CudaProgram
-from .errors import (CacheDirectoryUnsafe, CacheDirectoryWarning, CompileError, LoadError, MissingEntryPoint,
-                     ToolchainMissing)
+from .errors import (CacheDirectoryNotRecognized, CacheDirectoryUnsafe, CacheDirectoryWarning, CacheDiskFull,
+                     CompileError, LoadError, MissingEntryPoint, ToolchainMissing)
 from .threads import get_num_threads, set_num_threads
 
 __all__ = [
@@ -41,10 +41,13 @@ __all__ = [
     "Artifact",
     "BoundCall",
     "BuildCache",
+    "CacheDirectoryNotRecognized",
     "CacheDirectoryUnsafe",
     "CacheDirectoryWarning",
+    "CacheDiskFull",
     "CacheEntry",
     "CacheStats",
+    "ClearReport",
     "CCompiler",
     "CompileError",
     "Compiler",

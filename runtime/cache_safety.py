@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .errors import CacheDirectoryUnsafe, CacheDirectoryWarning
 
-__all__ = ["check_cache_directory", "usable_cache_directory", "make_private_directory", "MANAGED_SUBDIRECTORIES"]
+__all__ = ["check_cache_directory", "usable_cache_directory", "make_private_directory", "MANAGED_SUBDIRECTORIES",
+           "private_temporary_cache"]
 
 # Directories under the cache root whose contents graphc loads or publishes from.
 MANAGED_SUBDIRECTORIES = ("entries", "tmp", "failed", "pipelines")
@@ -90,8 +91,7 @@ def usable_cache_directory(requested: Path) -> Path:
     if problem is None:
         check_cache_directory(requested)  # mkdir may have met a directory made meanwhile
         return requested
-    fallback = Path(tempfile.mkdtemp(prefix="graphc-cache-"))  # mode 0700, ours
-    atexit.register(shutil.rmtree, fallback, True)  # loaded libraries stay mapped after unlink
+    fallback = private_temporary_cache()
     warnings.warn(
         f"graphc cannot use the build cache directory {requested} ({problem}); building in the "
         f"private temporary directory {fallback} instead, which is deleted at exit, so this "
@@ -99,4 +99,12 @@ def usable_cache_directory(requested: Path) -> Path:
         CacheDirectoryWarning,
         stacklevel=3,
     )
+    return fallback
+
+
+def private_temporary_cache() -> Path:
+    """A new private (0700) cache directory under the temporary directory, deleted at exit
+    (libraries loaded from it stay mapped after they are unlinked)."""
+    fallback = Path(tempfile.mkdtemp(prefix="graphc-cache-"))
+    atexit.register(shutil.rmtree, fallback, True)
     return fallback

@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Union
 
 __all__ = [
     "CompileError", "ToolchainMissing", "LoadError", "MissingEntryPoint", "CacheDirectoryUnsafe",
-    "CacheDirectoryWarning",
+    "CacheDirectoryWarning", "CacheDirectoryNotRecognized", "CacheDiskFull",
 ]
 
 # How many source lines to show on each side of the line the compiler complained about.
@@ -187,3 +187,59 @@ class CacheDirectoryUnsafe(Exception):
 
 class CacheDirectoryWarning(UserWarning):
     """The build cache directory could not be used; a private temporary one is used instead."""
+
+
+def _size_text(count: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"
+
+
+class CacheDirectoryNotRecognized(Exception):
+    """`clear` was asked to empty a directory that is not a graphc build cache: nothing in it has
+    graphc's marker or the layout graphc writes. ``directory`` is the folder, ``found`` some of
+    what it holds (paths relative to it)."""
+
+    def __init__(self, directory: Union[str, Path], found: Sequence[str], more: int = 0):
+        self.directory = Path(directory)
+        self.found = list(found)
+        self.more = more
+        listing = ", ".join(self.found) + (f" and {more} more" if more else "")
+        super().__init__(
+            f"refusing to clear {self.directory}: it is not a graphc build cache (it has no .graphc-cache "
+            f"marker and nothing graphc writes there; it holds {listing}). Nothing was deleted. If "
+            "GRAPHC_CACHE_DIR points there by mistake, point it at graphc's cache directory or unset it"
+        )
+
+    def __reduce__(self):
+        return (CacheDirectoryNotRecognized, (self.directory, self.found, self.more))
+
+
+class CacheDiskFull(OSError):
+    """No space left for a build: neither in the cache directory nor in the private temporary
+    directory graphc tried next. An OSError with errno ENOSPC; ``directory``, ``fallback``,
+    ``needed_bytes`` (at least this much more was needed) and ``free_bytes`` say the rest."""
+
+    def __init__(self, directory: Union[str, Path], needed_bytes: int, free_bytes: Optional[int],
+                 fallback: Union[str, Path, None] = None, fallback_free_bytes: Optional[int] = None):
+        import errno
+
+        self.directory = Path(directory)
+        self.needed_bytes = needed_bytes
+        self.free_bytes = free_bytes
+        self.fallback = Path(fallback) if fallback is not None else None
+        self.fallback_free_bytes = fallback_free_bytes
+        free = f"{_size_text(free_bytes)} free on its file system" if free_bytes is not None else "full"
+        message = (f"graphc's build cache {self.directory} has no space left ({free}; this build needs at "
+                   f"least {_size_text(needed_bytes)} more)")
+        if self.fallback is not None:
+            other = (f"{_size_text(fallback_free_bytes)} free" if fallback_free_bytes is not None else "full")
+            message += f", and the private temporary directory {self.fallback} graphc tried next is full too ({other})"
+        message += (". Free some space there (`graphc cache clear` empties the cache), or set GRAPHC_CACHE_DIR "
+                    "(or TMPDIR) to a directory on a file system with room")
+        super().__init__(errno.ENOSPC, message)
+
+    def __reduce__(self):
+        return (CacheDiskFull, (self.directory, self.needed_bytes, self.free_bytes, self.fallback,
+                                self.fallback_free_bytes))

@@ -231,7 +231,7 @@ def mounted(tmp_path):
 
     yield mount
     for target in reversed(done):
-        subprocess.run(["umount", target], capture_output=True)
+        subprocess.run(["umount", "--lazy", target], capture_output=True)
 
 
 def test_save_into_a_read_only_directory_names_the_target(tmp_path, mounted, rng):

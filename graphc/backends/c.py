@@ -11,6 +11,7 @@ import hashlib
 import pickle
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -96,24 +97,43 @@ def _pipeline_path(graph: Graph, aliases) -> "os.PathLike":
     return runtime.default_cache().directory / "pipelines" / key[:2] / f"{key}.pickle"
 
 
+def _valid_stages(stages) -> bool:
+    """What compile_pipeline returns: (FusionPlan over a Graph, Program, Layout, C source)."""
+    from codegen.kernel_ir import Program
+    from graphc.lowering.program import Layout
+    from graphc.passes.fuse import FusionPlan
+    return (type(stages) is tuple and len(stages) == 4 and isinstance(stages[0], FusionPlan)
+            and isinstance(getattr(stages[0], "graph", None), Graph) and isinstance(stages[1], Program)
+            and isinstance(stages[2], Layout) and isinstance(stages[3], str))
+
+
 def cached_pipeline(graph: Graph, aliases: dict | None = None):
     """compile_pipeline, remembered on disk: a new process compiling a graph it has seen before
-    skips simplify, fusion, lowering and rendering as well as the C compiler."""
+    skips simplify, fusion, lowering and rendering as well as the C compiler. A stored file that
+    cannot be read as those stages (truncated, another object, a class that changed) is a miss:
+    the stages are computed again and written over it."""
     path = _pipeline_path(graph, aliases)
     try:
         with open(path, "rb") as file:
-            return pickle.load(file)
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, TypeError):
+            stages = pickle.load(file)
+        if _valid_stages(stages):
+            return stages
+    except FileNotFoundError:
+        pass
+    except Exception:  # noqa: BLE001  (any unreadable entry is rebuilt; see runtime/cache.py)
         pass
     stages = compile_pipeline(graph, aliases)
+    temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        runtime.make_private_directory(path.parent)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        runtime.default_cache().make_directory(path.parent)   # private, with graphc's marker
         with open(temporary, "wb") as file:
             pickle.dump(stages, file, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(temporary, path)  # atomic: a reader sees the whole file or none
-    except OSError:
-        pass
+    except (OSError, ValueError, pickle.PicklingError):   # a full disk, a cache that moved: only slower
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
     return stages
 
 
