@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from benchmarks.workloads import (axpb, checkpoint_load, compile_latency, fused_elementwise, lenet, linear_regression,
-                                  matmul, mlp, roofs, softmax)
+from benchmarks.workloads import (axpb, checkpoint_load, compile_latency, compile_scaling, fused_elementwise, lenet,
+                                  linear_regression, matmul, mlp, roofs, softmax)
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ WORKLOADS = (
     Workload(matmul.ID, "graphc matmul at 2048³ and W1's layer shapes", matmul.run),
     Workload(checkpoint_load.ID, "load a 1 GiB checkpoint: graphc.load vs torch.load (new processes)",
              checkpoint_load.run),
+    Workload(compile_scaling.ID, "cold compile time against depth: MLPs of 5-100 layers, a ResNet-18-deep conv net "
+                                 "(new processes)", compile_scaling.run),
 )
 
 
