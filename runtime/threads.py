@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import warnings
 
 _state = {"threads": None}
 
@@ -54,10 +55,17 @@ def default_threads() -> int:
 
 
 def set_num_threads(count: int) -> None:
-    """Use `count` threads in OpenMP loops and in BLAS calls from generated code."""
+    """Use `count` threads in OpenMP loops and in BLAS calls from generated code. In a process
+    forked after the parent ran native loops, one thread only (see `_after_fork_in_child`)."""
     count = int(count)
     if count < 1:
         raise ValueError(f"set_num_threads expects a positive number, got {count}")
+    if _state.get("forked") and count > 1:
+        warnings.warn("graphc: this process was forked after its parent ran graphc's OpenMP loops; "
+                      "GNU OpenMP cannot start its thread pool again in a forked child, so native "
+                      "loops here stay on one thread (start workers with the 'spawn' or "
+                      "'forkserver' method for more)", RuntimeWarning, stacklevel=2)
+        count = 1
     openmp = _openmp()
     if openmp is not None:
         openmp.omp_set_num_threads(ctypes.c_int(count))
@@ -71,3 +79,20 @@ def get_num_threads() -> int:
     if _state["threads"] is None:
         set_num_threads(default_threads())
     return _state["threads"]
+
+
+def _after_fork_in_child() -> None:
+    """A child forked after the parent's native loops ran on OpenMP's pool: GNU OpenMP would
+    wait forever for pool threads that exist only in the parent (the first parallel loop hangs),
+    so the child's loops run on one thread. A pool never started is safe to start in the child."""
+    if _state["threads"] is None:
+        return
+    _state["forked"] = True
+    openmp = _openmp()
+    if openmp is not None:
+        openmp.omp_set_num_threads(ctypes.c_int(1))
+    _state["threads"] = 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
