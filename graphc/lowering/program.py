@@ -5,9 +5,10 @@ buffer per distinct computed output, then the arena holding every temporary.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from codegen.kernel_ir import Buffer, Kernel, Program
+from codegen.kernel_ir import Buffer, Gemm, Kernel, Load, Program, Store
 from graphc.lowering.contraction import build_conv, build_matmul, cols_elements
 from graphc.lowering.loops import build_loop_kernel
 from graphc.lowering import scatter
@@ -38,9 +39,10 @@ def lower_program(plan: FusionPlan, name: str, aliases: dict | None = None,
         buffer = Buffer(f"in{slot}", node.dtype.c_type, _numel(node.shape), "input", slot)
         buffers.append(buffer)
         buffer_of[node.id] = buffer.name
-    output_ids = []
+    output_ids, output_positions = [], {}
     for node_id in graph.outputs:
-        if graph.node(node_id).op != "input" and node_id not in output_ids:
+        if graph.node(node_id).op != "input" and node_id not in output_positions:
+            output_positions[node_id] = len(output_ids)
             output_ids.append(node_id)
     for position, node_id in enumerate(output_ids):
         node = graph.node(node_id)
@@ -83,8 +85,10 @@ def lower_program(plan: FusionPlan, name: str, aliases: dict | None = None,
                 if columns is not None:
                     columns_scratch[columns] = key
             scratch_of[index] = key
+    last_read = {}   # node id -> the last kernel (schedule index) reading it
     for index, kernel in enumerate(plan.kernels):
         for source in kernel_reads(graph, plan, kernel):
+            last_read[source] = index
             key = buffer_of.get(source)
             if key in lifetimes:
                 lifetimes[key][1] = max(lifetimes[key][1], index)
@@ -97,6 +101,7 @@ def lower_program(plan: FusionPlan, name: str, aliases: dict | None = None,
         buffers.append(Buffer(key, dtype, size, "temp", offset=memory.offsets[key]))
 
     names: dict = {}
+    buffer_order = {b.name: i for i, b in enumerate(buffers)}
     kernels, uses_blas, uses_random, checks_indices = [], False, False, False
     for index, kernel in enumerate(plan.kernels):
         body = []
@@ -114,7 +119,8 @@ def lower_program(plan: FusionPlan, name: str, aliases: dict | None = None,
             body += build_loop_kernel(graph, kernel, buffer_of, names)
         uses_random |= any(graph.node(m).op == "rand" for m in kernel.members)
         checks_indices |= any(graph.node(m).op in ("gather", "scatter_add") for m in kernel.members)
-        touched = sorted({b.name for b in buffers if _mentions(body, b.name)}, key=_buffer_order(buffers))
+        reads, writes = buffer_accesses(body)
+        touched = sorted(reads | writes, key=buffer_order.__getitem__)
         kernels.append(Kernel(f"kernel_{index}", body, _provenance(graph, kernel), touched,
                               work=_work(graph, kernel)))
     program = Program(name, buffers, kernels, arena_slot, memory.arena_bytes, uses_blas, uses_random,
@@ -123,37 +129,38 @@ def lower_program(plan: FusionPlan, name: str, aliases: dict | None = None,
     results = []
     for node_id in graph.outputs:
         node = graph.node(node_id)
-        results.append(("input", node.name) if node.op == "input" else ("output", output_ids.index(node_id)))
+        results.append(("input", node.name) if node.op == "input" else ("output", output_positions[node_id]))
     outputs = [(i, graph.node(i).shape, graph.node(i).dtype.numpy) for i in output_ids]
-    aliased = _safe_aliases(graph, plan, program, aliases or {}, output_ids, buffer_of)
+    placeholder_ids = {n.name: n.id for n in placeholders}
+    aliased = _safe_aliases(graph, plan, program, aliases or {}, output_ids, buffer_of, last_read, placeholder_ids)
     for position, input_name in aliased.items():
         program.buffer(f"out{position}").restrict = False
-        program.buffer(buffer_of[next(n.id for n in placeholders if n.name == input_name)]).restrict = False
+        program.buffer(buffer_of[placeholder_ids[input_name]]).restrict = False
     layout = Layout([n.name for n in placeholders], outputs, results, memory.arena_bytes, memory, aliased)
     return program, layout
 
 
-def _safe_aliases(graph, plan, program, aliases, output_ids, buffer_of) -> dict:
+def _safe_aliases(graph, plan, program, aliases, output_ids, buffer_of, last_read, placeholder_ids) -> dict:
     """Aliases that cannot change a result: every read of the old value happens in kernels up to the
-    writer, and the writer reads it only at the element it is writing."""
-    from codegen.kernel_ir import Load, Store
+    writer, and the writer reads it only at the element it is writing. `last_read`: node id -> the
+    last kernel reading it; `placeholder_ids`: placeholder name -> node id."""
     safe = {}
-    placeholder_ids = {n.name: n.id for n in graph.placeholders()}
     writer_of = {k.root: index for index, k in enumerate(plan.kernels)}
+    position_of = {node_id: position for position, node_id in enumerate(output_ids)}
     for graph_position, input_name in aliases.items():
         node_id = graph.outputs[graph_position]
-        if node_id not in output_ids or input_name not in placeholder_ids or node_id not in writer_of:
+        if node_id not in position_of or input_name not in placeholder_ids or node_id not in writer_of:
             continue
         source = placeholder_ids[input_name]
         writer = writer_of[node_id]
         kernel = plan.kernels[writer]
         if kernel.kind not in ("pointwise",) or graph.node(node_id).shape != graph.node(source).shape:
             continue
-        if any(source in kernel_reads(graph, plan, k) for k in plan.kernels[writer + 1:]):
+        if last_read.get(source, -1) > writer:
             continue
         loads, stores = _accesses(program.kernels[writer].body, buffer_of[source], buffer_of[node_id])
         if len(stores) == 1 and all(index == stores[0] for index in loads):
-            safe[output_ids.index(node_id)] = input_name
+            safe[position_of[node_id]] = input_name
     return safe
 
 
@@ -225,16 +232,41 @@ def kernel_reads(graph, plan, kernel) -> set:
     return found
 
 
-def _mentions(statements, name: str) -> bool:
-    from codegen.render_c import render_statements
-    text = render_statements(statements, 0)
-    import re
-    return re.search(rf"\b{re.escape(name)}\b", text) is not None
+def buffer_accesses(statements) -> tuple[set, set]:
+    """(names of the buffers read, names of the buffers written) by kernel-IR statements: the
+    loads, stores and matrix products anywhere in them (loop bounds, conditions, masks and index
+    expressions included), found by walking the IR. A product over an empty matrix touches no
+    buffer; one with K = 0 only writes C (it fills it with zeros)."""
+    reads, writes = set(), set()
+    pending = list(statements)
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is Load:
+            reads.add(item.buffer)
+        elif kind is Store:
+            writes.add(item.buffer)
+        elif kind is Gemm:
+            if item.m and item.n:
+                writes.add(item.c)
+                if item.k:
+                    reads.update((item.a, item.b))
+                    if item.sum_batches and item.batch > 1:
+                        reads.add(item.c)
+            continue
+        elif kind is list or kind is tuple:
+            pending.extend(item)
+            continue
+        fields = _FIELDS.get(kind)
+        if fields is None:
+            fields = _FIELDS[kind] = (tuple(f.name for f in dataclasses.fields(kind))
+                                      if dataclasses.is_dataclass(kind) else ())
+        for name in fields:
+            pending.append(getattr(item, name))
+    return reads, writes
 
 
-def _buffer_order(buffers):
-    order = {b.name: i for i, b in enumerate(buffers)}
-    return lambda name: order[name]
+_FIELDS: dict = {}   # kernel-IR class -> the names of its fields (none for str, int, None)
 
 
 def _provenance(graph, kernel) -> list:
