@@ -28,6 +28,11 @@ from graphc.passes.rewrite import holds, replace, uniform_constant
 def simplify_algebra(graph: Graph) -> tuple[Graph, bool]:
     """A copy of `graph` with algebraic identities applied; and whether any applied."""
     graph = graph.copy()
+    return graph, simplify_algebra_in_place(graph)
+
+
+def simplify_algebra_in_place(graph: Graph) -> bool:
+    """`simplify_algebra` on `graph` itself; whether it changed."""
     changed = False
     for node_id in graph.topo_order():
         node = graph.node(node_id)
@@ -40,7 +45,7 @@ def simplify_algebra(graph: Graph) -> tuple[Graph, bool]:
         elif replacement is not None:
             replace(graph, node_id, replacement)
             changed = True
-    return graph, changed
+    return changed
 
 
 REWIRED = object()  # a rule changed other nodes' operands; its own node stays

@@ -7,8 +7,6 @@ The result is an ordinary graph: it can be printed, simplified, compiled and dif
 """
 from __future__ import annotations
 
-import networkx as nx
-
 from graphc.ir.graph import Graph
 from graphc.ops import Emitter, table
 
@@ -20,13 +18,10 @@ def autodiff(graph: Graph, outputs, seeds, wrt) -> list:
     loss, or the user's `gradient=`). A wrt node no output depends on gets None.
     """
     wrt = list(wrt)
-    # only nodes on a path from some wrt node to some output need a gradient
-    downstream = set(wrt)
-    for node_id in wrt:
-        downstream |= nx.descendants(graph.nx, node_id)
-    upstream = set(outputs)
-    for node_id in outputs:
-        upstream |= nx.ancestors(graph.nx, node_id)
+    # only nodes on a path from some wrt node to some output need a gradient (one walk from all
+    # of them each way: a walk per parameter made a deep model's autodiff quadratic)
+    downstream = _reachable(wrt, graph.nx.successors)
+    upstream = _reachable(outputs, graph.nx.predecessors)
     needed = downstream & upstream
     order = [i for i in graph.topo_order() if i in needed]
 
@@ -54,6 +49,18 @@ def autodiff(graph: Graph, outputs, seeds, wrt) -> list:
         for source, contribution in zip(node.inputs, input_grads):
             accumulate(source, contribution)
     return [grads.get(node_id) for node_id in wrt]
+
+
+def _reachable(starts, neighbours) -> set:
+    """`starts` and every node reachable from them along `neighbours`."""
+    seen = set(starts)
+    pending = list(seen)
+    while pending:
+        for neighbour in neighbours(pending.pop()):
+            if neighbour not in seen:
+                seen.add(neighbour)
+                pending.append(neighbour)
+    return seen
 
 
 def backward_graph(graph: Graph, output: int) -> tuple[Graph, dict]:

@@ -14,6 +14,11 @@ from graphc.passes.rewrite import freeze, replace
 def eliminate_common_subexpressions(graph: Graph) -> tuple[Graph, bool]:
     """A copy of `graph` with duplicate nodes merged; and whether any were."""
     graph = graph.copy()
+    return graph, eliminate_common_subexpressions_in_place(graph)
+
+
+def eliminate_common_subexpressions_in_place(graph: Graph) -> bool:
+    """`eliminate_common_subexpressions` on `graph` itself; whether it changed."""
     first_with_key: dict[tuple, int] = {}
     changed = False
     # in topological order a node's operands are already merged, so duplicates of whole
@@ -28,4 +33,4 @@ def eliminate_common_subexpressions(graph: Graph) -> tuple[Graph, bool]:
             changed = True
         else:
             first_with_key[key] = node_id
-    return graph, changed
+    return changed

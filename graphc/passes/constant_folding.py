@@ -30,6 +30,11 @@ FOLD_ELEMENT_LIMIT = 1 << 16
 def fold_constants(graph: Graph) -> tuple[Graph, bool]:
     """A copy of `graph` with constant subexpressions computed; and whether any were."""
     graph = graph.copy()
+    return graph, fold_constants_in_place(graph)
+
+
+def fold_constants_in_place(graph: Graph) -> bool:
+    """`fold_constants` on `graph` itself; whether it changed."""
     changed = False
     # in topological order a folded node's users see it as a constant when they are reached
     for node_id in graph.topo_order():
@@ -48,7 +53,7 @@ def fold_constants(graph: Graph) -> tuple[Graph, bool]:
             replacement = _broadcast(graph, node, graph.constant(value, node.dtype, node.where))
         replace(graph, node_id, replacement)
         changed = True
-    return graph, changed
+    return changed
 
 
 def _is_expanded_constant(graph: Graph, node: Node) -> bool:

@@ -19,6 +19,11 @@ from graphc.ir.graph import Graph
 def eliminate_dead_code(graph: Graph) -> tuple[Graph, bool]:
     """A copy of `graph` without the nodes no output needs; and whether any were removed."""
     graph = graph.copy()
+    return graph, eliminate_dead_code_in_place(graph)
+
+
+def eliminate_dead_code_in_place(graph: Graph) -> bool:
+    """`eliminate_dead_code` on `graph` itself; whether it changed."""
     live = set()
     pending = list(graph.outputs)
     while pending:  # walk back from the outputs along operands
@@ -29,4 +34,4 @@ def eliminate_dead_code(graph: Graph) -> tuple[Graph, bool]:
     dead = [n.id for n in graph.nodes() if n.id not in live and n.op != "input"]
     for node_id in reversed(dead):  # users before their operands, so each is unused when erased
         graph.erase(node_id)
-    return graph, bool(dead)
+    return bool(dead)

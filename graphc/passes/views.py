@@ -14,6 +14,11 @@ from graphc.passes.rewrite import replace
 def collapse_views(graph: Graph) -> tuple[Graph, bool]:
     """A copy of `graph` with view chains collapsed and identity views removed; and whether any were."""
     graph = graph.copy()
+    return graph, collapse_views_in_place(graph)
+
+
+def collapse_views_in_place(graph: Graph) -> bool:
+    """`collapse_views` on `graph` itself; whether it changed."""
     changed = False
     # topological order: a view's operand is already collapsed when the view is reached, so a
     # chain of any length becomes one view in one walk
@@ -34,7 +39,7 @@ def collapse_views(graph: Graph) -> tuple[Graph, bool]:
             continue
         replace(graph, node_id, replacement)
         changed = True
-    return graph, changed
+    return changed
 
 
 def _is_identity(graph: Graph, node: Node) -> bool:
