@@ -345,3 +345,27 @@ def test_results_simplify_merges_are_each_right_on_every_replay(rng):
         np.testing.assert_array_equal(x.grad.numpy(), [1.0])
     for loss, out, want in kept:   # every call's results, read after all calls
         assert loss.item() == pytest.approx(want) and out.item() == pytest.approx(want)
+
+
+def test_a_gradient_equal_to_a_tensor_updated_in_place_keeps_the_old_value(rng):
+    """x.grad of `x * w` is w itself, while the program updates w in place over its own memory:
+    x.grad must hold w's value from before the update, as the Python run leaves it."""
+    w_value = fresh(rng, 3)
+    w = graphc.tensor(w_value, requires_grad=True)
+
+    @graphc.compile
+    def step(x):
+        (x * w).sum().backward()
+        with graphc.no_grad():
+            w.sub_(0.1 * w.grad)
+        w.grad = None
+
+    current = w_value.astype(np.float64)
+    for _ in range(5):
+        x_value = fresh(rng, 3)
+        x = graphc.tensor(x_value, requires_grad=True)
+        step(x)
+        np.testing.assert_allclose(x.grad.numpy(), current, rtol=1e-6)
+        current = current - 0.1 * x_value
+        np.testing.assert_allclose(w.detach().numpy(), current, rtol=1e-5, atol=1e-6)
+    assert sum(step.stats()["calls"]) >= 3

@@ -13,7 +13,7 @@ import numpy as np
 
 from graphc.autograd.grad_mode import is_grad_enabled
 from graphc.compile.captured import value_guard
-from graphc.compile.function import _rebuild, in_place_writers, tensor_arguments
+from graphc.compile.function import _rebuild, in_place_writers, overwritten_pass_through, tensor_arguments
 from graphc.compile.guards import argument_aliasing
 from graphc.lazy import contiguous_strides, strided_view
 from graphc.tensor import Tensor
@@ -79,6 +79,7 @@ class FastReplay:
                                         if s[2] is not None and not s[3]}.values())
         self.aliased_inputs = [(position, layout.input_names.index(name))
                                for position, name in (layout.aliased or {}).items()]
+        self.early_inputs = [layout.input_names.index(name) for name in overwritten_pass_through(layout)]
 
     # ---- guards --------------------------------------------------------------------------------
     @staticmethod
@@ -285,8 +286,11 @@ class FastReplay:
         for position, array in enumerate(outputs):
             if array is None:
                 outputs[position] = program._output_array(position)
+        early = {index: np.array(inputs[index]) for index in self.early_inputs} if self.early_inputs else None
         program.run_arrays(inputs, outputs)
         variant.calls += 1
+        if early:   # inputs returned unchanged that the program wrote over: their old values
+            inputs = [early.get(index, array) for index, array in enumerate(inputs)]
         # states set to an input's old value take it before any copy below writes that input
         # (`y.grad` is x while x is updated in place): a snapshot, for this rare case
         passed = [(index, destination, np.array(inputs[index])) for index, destination in self.input_copies] \

@@ -571,8 +571,9 @@ class CompiledFunction:
                     _, shape, dtype = program.layout.outputs[position]
                     storage = destination[1].output_storage(shape, dtype)
                     direct[position] = storage.array[:int(np.prod(shape, dtype=np.int64))].reshape(shape)
+            early = _early_copies(program.layout, bindings, np.array)
             results = program(bindings, out=direct)
-            results = _pass_through_snapshots(variant, program.layout, results, np.array)
+            results = _pass_through_snapshots(variant, program.layout, results, np.array, early)
         variant.calls += 1
         writers = writers if program is not None else {}
         tensors = []
@@ -689,8 +690,10 @@ class CompiledFunction:
                 _, shape, dtype = layout.outputs[position[1]]
                 array = views[("scratch", position[1])] = xp.empty(shape, dtype=dtype)
             scratch[position[1]] = array
+        device_copy = lambda value: xp.array(value, order="C")   # noqa: E731
+        early = _early_copies(layout, bindings, device_copy)
         results = program(bindings, out={**direct, **scratch})
-        results = _pass_through_snapshots(variant, layout, results, lambda value: xp.array(value, order="C"))
+        results = _pass_through_snapshots(variant, layout, results, device_copy, early)
         variant.calls += 1
         tensors = []
         for graph_position, (destination, value) in enumerate(zip(variant.destinations, results)):
@@ -742,11 +745,30 @@ class CompiledFunction:
         return [v.graph for v in self.variants]
 
 
-def _pass_through_snapshots(variant, layout, results, copy) -> list:
+def overwritten_pass_through(layout) -> set:
+    """Names of inputs that are also returned unchanged (a result, or a state's new value such as
+    `x.grad` being `w`) while the program updates them in place: their old value must be copied
+    before the program runs."""
+    aliased = set((layout.aliased or {}).values())
+    return {where[1] for where in layout.results if where[0] == "input" and where[1] in aliased}
+
+
+def _early_copies(layout, bindings, copy) -> dict:
+    return {name: copy(bindings[name]) for name in overwritten_pass_through(layout)}
+
+
+def _pass_through_snapshots(variant, layout, results, copy, early) -> list:
     """A state whose new value is an input unchanged (`y.grad` is x, d(x * y)/dy) must take the
-    input's value before the writes after the run change that input: those get a copy."""
-    return [copy(value) if destination[0] != "result" and where[0] == "input" else value
-            for destination, where, value in zip(variant.destinations, layout.results, results)]
+    input's value before the writes after the run change that input: those get a copy (taken
+    before the run where the program itself writes over the input)."""
+    snapshots = []
+    for destination, where, value in zip(variant.destinations, layout.results, results):
+        if where[0] == "input" and where[1] in early:
+            value = copy(early[where[1]])
+        elif destination[0] != "result" and where[0] == "input":
+            value = copy(value)
+        snapshots.append(value)
+    return snapshots
 
 
 def _written_storage(destination, first_run: bool) -> Storage:
