@@ -6,8 +6,6 @@ lazy nodes: gradients stay lazy until used, like every other value.
 """
 from __future__ import annotations
 
-import networkx as nx
-
 from graphc import dtypes
 from graphc.autograd.grad_mode import no_grad
 from graphc.errors import GraphcError, op_error
@@ -89,9 +87,13 @@ def derive(output_nodes, seed_nodes, wrt_nodes, create_graph: bool) -> list:
 
 def _check_saved_values(graph, grad_ids, node_of) -> None:
     """Raise now (as PyTorch does at backward) if a value the gradients read was modified in place."""
-    needed = set(grad_ids)
-    for grad_id in grad_ids:
-        needed |= nx.ancestors(graph.nx, grad_id)
+    needed, stack = set(grad_ids), list(grad_ids)   # one walk up from all gradients together
+    predecessors = graph.nx.pred
+    while stack:
+        for parent in predecessors[stack.pop()]:
+            if parent not in needed:
+                needed.add(parent)
+                stack.append(parent)
     for node_id in sorted(needed):
         lazy = node_of.get(node_id)
         if lazy is not None and graph.node(node_id).op == "input":
