@@ -392,6 +392,7 @@ class BodyWriter:
         self.types: dict = {}          # accumulator name -> ctype, from its Declare
         self.counter = 0
         self.reduces = False           # whether any block reduction was emitted
+        self.compensated: set = set()  # float sums being added with Kahan's compensation
 
     def fresh(self) -> str:
         self.counter += 1
@@ -416,6 +417,9 @@ class BodyWriter:
             self.types[statement.name] = statement.ctype
             return f"{pad}{statement.ctype} {statement.name} = {render_expr(statement.init)};"
         if isinstance(statement, Accumulate):
+            if statement.name in self.compensated and statement.combine == "+":
+                name = statement.name
+                return f"{pad}graphc_kahan_add({name}, {name}_lost, {render_expr(statement.value)});"
             value = COMBINE[statement.combine].format(statement.name, render_expr(statement.value))
             return f"{pad}{statement.name} = {value};"
         if isinstance(statement, Store):
@@ -520,9 +524,21 @@ class BodyWriter:
     def _block_reduction(self, loop: Loop, carried: dict, depth: int) -> str:
         """Each thread accumulates its share from the accumulator's initial value (an identity
         of its combine: 0, 1, -inf, false), then the partial results are combined across the
-        block; every thread ends holding the total."""
+        block (a tree: warp shuffles, then one slot per warp); every thread ends holding the total.
+        A thread's share of a floating-point sum can be long (a full reduction of n elements gives
+        each of 1024 threads n/1024): it is added with Kahan's compensation, so its error does not
+        grow with its length, the C backend's blocked pairwise sums' counterpart."""
         pad = "  " * depth
-        lines = [self._strided(loop, True, depth)]
+        compensated = [name for name, combine in carried.items()
+                       if combine == "+" and self.types.get(name) in ("float", "double") and name not in self.compensated]
+        lines = [f"{pad}{self.types[name]} {name}_lost = 0;  /* Kahan: what rounding dropped from {name} */"
+                 for name in compensated]
+        self.compensated.update(compensated)
+        try:
+            lines.append(self._strided(loop, True, depth))
+        finally:
+            self.compensated.difference_update(compensated)
+        lines += [f"{pad}{name} = graphc_kahan_total({name}, {name}_lost);" for name in compensated]
         for name, combine in carried.items():
             ctype = self.types.get(name)
             if ctype is None:

@@ -431,8 +431,9 @@ def mean(input, dim=None, keepdim=False, *, dtype=None):
     axes = normalize_dims(dim, input.ndim, "mean")
     count = math.prod(input._shape[a] for a in axes)
     total = _reduce("sum", value, axes, keepdim, where_)
-    scale = full(1.0 / count if count else float("nan"), total.shape, value.dtype, where_)
-    return wrap(node("mul", [total, scale], where_), "MeanBackward0" if dim is None else "MeanBackward1",
+    # divided by the count, as PyTorch does (a product with a rounded 1/count adds up to an ulp)
+    divisor = full(float(count), total.shape, value.dtype, where_)
+    return wrap(node("div", [total, divisor], where_), "MeanBackward0" if dim is None else "MeanBackward1",
                 [input])
 
 
@@ -579,14 +580,14 @@ def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     axes = normalize_dims(dim, input.ndim, "var")
     count = math.prod(input._shape[a] for a in axes)
     total = node("sum", [value], where_, axes=axes, keepdims=True)
-    centre = node("mul", [total, full(1.0 / count if count else float("nan"), total.shape,
-                                          value.dtype, where_)], where_)
+    centre = node("div", [total, full(float(count), total.shape, value.dtype, where_)], where_)
     deviation = node("sub", [value, expand(centre, value.shape, where_)], where_)
     squares = node("sum", [node("mul", [deviation, deviation], where_)], where_, axes=axes,
                    keepdims=bool(keepdim))
     divisor = builtins.max(count - correction, 0)
-    scale = full(1.0 / divisor if divisor else float("nan"), squares.shape, value.dtype, where_)
-    return wrap(node("mul", [squares, scale], where_), "VarBackward0", [input])
+    # 0 / 0 is NaN: the variance of too few elements, as PyTorch gives it
+    return wrap(node("div", [squares, full(float(divisor), squares.shape, value.dtype, where_)], where_),
+                "VarBackward0", [input])
 
 
 def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
