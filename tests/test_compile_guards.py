@@ -369,3 +369,26 @@ def test_a_gradient_equal_to_a_tensor_updated_in_place_keeps_the_old_value(rng):
         current = current - 0.1 * x_value
         np.testing.assert_allclose(w.detach().numpy(), current, rtol=1e-5, atol=1e-6)
     assert sum(step.stats()["calls"]) >= 3
+
+
+def test_returned_state_tensors_are_the_tensors_themselves(rng):
+    """`return w.grad` (an existing gradient zeroed in place), `return w` and returning an argument
+    give those very tensors, as the Python does, with this call's values."""
+    w = graphc.tensor(fresh(rng, 2), requires_grad=True)
+    model = nn.Linear(2, 1)
+
+    @graphc.compile
+    def step(x):
+        if w.grad is not None:
+            w.grad.zero_()
+        model(x * w).sum().backward()
+        return w.grad, w, x, model.weight
+
+    for call in range(5):
+        if call == 2:
+            w.requires_grad_(False)   # from here no gradient: w.grad stays zeroed
+        x = graphc.tensor(fresh(rng, 2))
+        grad, same_w, same_x, weight = step(x)
+        assert grad is w.grad and same_w is w and same_x is x and weight is model.weight
+        want = np.zeros(2) if call >= 2 else x.numpy() * model.weight.detach().numpy()[0]
+        np.testing.assert_allclose(grad.numpy(), want, rtol=1e-5, atol=1e-7)

@@ -13,7 +13,7 @@ import numpy as np
 
 from graphc.autograd.grad_mode import is_grad_enabled
 from graphc.compile.captured import value_guard
-from graphc.compile.function import _rebuild, in_place_writers, overwritten_pass_through, tensor_arguments
+from graphc.compile.function import _rebuild, _return_states, in_place_writers, overwritten_pass_through, tensor_arguments
 from graphc.compile.guards import argument_aliasing
 from graphc.lazy import contiguous_strides, strided_view
 from graphc.tensor import Tensor
@@ -322,6 +322,7 @@ class FastReplay:
                 tensors.append(Tensor._from_array(outputs[position], share=True))
         for locator, position in variant.shared_results:
             locator.owner.grad = tensors[position]
+        _return_states(variant, tensors)
         return _rebuild(variant.result_spec, tensors)
 
 

@@ -65,6 +65,12 @@ class Locator:
             lazy.realize_storages([storage])
         return storage
 
+    def current_tensor(self):
+        """The tensor object a 'tensor' or 'grad' locator stands for now."""
+        if self.kind == "grad":
+            return self.owner.grad
+        return self.owner.tensor if isinstance(self.owner, ArgumentSlot) else self.owner
+
     def output_storage(self, shape, dtype) -> Storage:
         """Where a state made afresh by the step goes: for a gradient, the owner's current `.grad`
         when it has the layout the step writes, else a new tensor that becomes the owner's `.grad`
@@ -214,6 +220,7 @@ class Variant:
     events: list = field(default_factory=list)
     read_locators: set = field(default_factory=set)   # locators whose old value the graph reads
     shared_results: list = field(default_factory=list)  # (grad locator, result position) set after a run
+    state_results: list = field(default_factory=list)   # (result position, locator): returned as the state
     device: object = CPU           # where the graph's values live (a GPU: the CUDA backend runs it)
     # GPU variants: device views of inputs and destinations, device cells for scalars and random
     # keys, scratch outputs, kept from call to call (see CompiledFunction._run_on_device)
@@ -372,9 +379,14 @@ class CompiledFunction:
 
         # outputs: the results, every storage written in place, every new tensor that outlives the trace
         output_nodes, destinations = [], []
+        state_results = []    # (result position, locator): the function returned a state tensor itself
         for position, tensor in enumerate(leaves):
-            output_nodes.append(tensor._node)
+            # (outside the trace, a tensor written in place inside it still reads its old value)
+            output_nodes.append(context.current_value(tensor) or tensor._node)
             destinations.append(("result", position))
+            held = owners_before.get(tensor._storage)
+            if held is not None and held.kind in ("tensor", "grad") and held.current_tensor() is tensor:
+                state_results.append((position, held))
         result_storages = {t._storage for t in leaves}
         for storage, (node, shape, strides, offset) in context.written.items():
             locator = owners_before.get(storage) or owners.get(storage, Locator("storage", storage))
@@ -430,6 +442,7 @@ class CompiledFunction:
         variant.read_locators |= {Locator("tensor", slots[source[1]][0]) for source in sources.values()
                                   if source[0] == "argument"}   # an argument written in place
         variant.shared_results = shared_results
+        variant.state_results = state_results
         variant.device = self._tracing_device
         # the trace advanced the generators; the first run reads the same counters again
         for offset, generator in variant.random_keys[:1]:
@@ -603,6 +616,7 @@ class CompiledFunction:
                     storage.version += 1
         for locator, position in variant.shared_results:
             locator.owner.grad = tensors[position]
+        _return_states(variant, tensors)
         _write_replaced(variant, held, lambda graph_position: results[graph_position])
         return _rebuild(variant.result_spec, tensors)
 
@@ -731,6 +745,7 @@ class CompiledFunction:
                     storage.version += 1
         for locator, position in variant.shared_results:
             locator.owner.grad = tensors[position]
+        _return_states(variant, tensors)
         _write_replaced(variant, held, lambda graph_position: results[graph_position], device)
         return _rebuild(variant.result_spec, tensors)
 
@@ -775,6 +790,13 @@ def _written_storage(destination, first_run: bool) -> Storage:
     """The storage an in-place write goes to: the one written during the trace on the run right
     after it (its owner may already hold a traced new value), else the owner's current one."""
     return destination[3] if first_run else destination[1].storage()
+
+
+def _return_states(variant, tensors) -> None:
+    """A function that returns a tensor it found (`return w.grad` where w.grad existed, `return
+    model.weight`) returns that very tensor, as the Python does, not a copy of its value."""
+    for position, locator in variant.state_results:
+        tensors[position] = locator.current_tensor()
 
 
 def _replaced_storages(variant, first_run: bool) -> list:
