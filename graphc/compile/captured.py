@@ -124,7 +124,7 @@ def _is_user_function(value) -> bool:
     if not isinstance(value, (types.FunctionType, types.MethodType)):
         return False
     module = getattr(value, "__module__", None) or ""
-    return not module.split(".")[0] in _LIBRARY_PREFIXES
+    return module.split(".")[0] not in _LIBRARY_PREFIXES
 
 
 _GLOBAL_READS = {"LOAD_GLOBAL", "LOAD_NAME"}

@@ -330,7 +330,7 @@ class CompiledFunction:
         return list(zip(self._slots, arguments))
 
     def _trace_and_run(self, args, kwargs, captured, guards, reason):
-        modules, optimizers = captured.modules, captured.optimizers   # (graphc dump reads `modules`)
+        modules, optimizers = captured.modules, captured.optimizers  # noqa: F841 (graphc dump reads `modules`)
         lazy.realize_all_pending()           # everything the trace reads exists in memory
         started = time.perf_counter()
         arguments = tensor_arguments(args, kwargs)
