@@ -90,7 +90,9 @@ def render_expr(expr: Expr) -> str:
 
 
 # ---- statements ------------------------------------------------------------------------------------
-COMBINE = {"+": "{0} + {1}", "*": "{0} * {1}", "max": "GRAPHC_MAX({0}, {1})",
+# 'max' keeps the running value on ties (amax of [0., -0.] is 0., PyTorch's) and takes a NaN from
+# either side
+COMBINE = {"+": "{0} + {1}", "*": "{0} * {1}", "max": "(({1} > {0} || {1} != {1}) ? {1} : {0})",
            "max_ordered": "({1} > {0} ? {1} : {0})", "|": "{0} | {1}"}
 OPENMP_REDUCTION = {"+": "+", "*": "*", "max": "max", "|": "|"}
 

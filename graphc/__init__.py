@@ -42,6 +42,14 @@ _FUNCTIONAL_METHODS = ("exp", "log", "sqrt", "sin", "cos", "tanh", "erf", "abs",
 for _name in _FUNCTIONAL_METHODS:
     globals()[_name] = _METHODS[_name]
 del _name
+# graphc.relu([t, t]) raises PyTorch's TypeError naming the argument, not an AttributeError
+from graphc.tensor_ops import tensor_functions as _tensor_functions  # noqa: E402
+_tensor_functions(globals(), ("add", "amax", "amin", "argmax", "argmin", "bmm", "clamp", "div", "dot", "eq",
+                              "floor_divide", "ge", "gt", "le", "log_softmax", "logical_and", "logical_not",
+                              "logical_or", "logical_xor", "lt", "matmul", "max", "maximum", "mean", "min",
+                              "minimum", "mm", "mul", "ne", "pow", "prod", "relu", "remainder", "rsqrt",
+                              "sigmoid", "norm", "softmax", "square", "std", "sub", "sum", "var", "where")
+                  + _FUNCTIONAL_METHODS)
 
 
 def is_tensor(obj) -> bool:

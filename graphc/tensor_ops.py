@@ -38,6 +38,51 @@ class MinResult(_ReturnType, collections.namedtuple("min", ["values", "indices"]
 MaxResult.__name__, MinResult.__name__ = "max", "min"
 
 
+# ---- public functions: their tensor argument ----------------------------------------------------
+def tensor_function(function, name: str | None = None):
+    """`function` as a public function (graphc.relu, graphc.nn.functional.relu): PyTorch's
+    TypeError when its first argument (input, or condition for where) is not a Tensor, e.g.
+    "relu(): argument 'input' (position 1) must be Tensor, not list", instead of an
+    AttributeError from inside. Functions written as Tensor methods (first parameter self) also
+    take it as input=, as PyTorch's do. Other arguments are not checked (graphc takes numbers where
+    PyTorch would want tensors)."""
+    import functools
+    import inspect
+    name = name or function.__name__
+    parameters = list(inspect.signature(function).parameters)
+    first = parameters[0] if parameters else None
+    argument = "input" if first == "self" else first
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        if args:
+            value, position = args[0], " (position 1)"
+        elif argument in kwargs:
+            value, position = kwargs[argument], ""
+            if first == "self":   # input= for a method's self
+                args = (kwargs.pop(argument),)
+        else:
+            return function(*args, **kwargs)
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name}(): argument '{argument}'{position} must be Tensor, not {type(value).__name__}")
+        return function(*args, **kwargs)
+    return checked
+
+
+def tensor_functions(namespace: dict, names) -> None:
+    """Wrap namespace[name] with `tensor_function` for each name whose function takes a tensor
+    first (a parameter named input, self or condition)."""
+    import inspect
+    for name in names:
+        function = namespace[name]
+        try:
+            parameters = list(inspect.signature(function).parameters)
+        except (TypeError, ValueError):
+            continue
+        if parameters and parameters[0] in ("input", "self", "condition"):
+            namespace[name] = tensor_function(function, name)
+
+
 # ---- node helpers -----------------------------------------------------------------------------
 def node(op: str, inputs, where: str, **attrs) -> LazyNode:
     """A primitive node; it requires grad when grad mode is on and any input does."""
@@ -283,30 +328,56 @@ def where(condition, input=None, other=None):
 
 
 def clamp(input, min=None, max=None):
+    """min(max(x, min), max) as PyTorch has it: NaN where x or a bound is NaN, x itself (its sign
+    of zero) where it lies within the bounds, and the gradient passed where min <= x <= max only
+    (never at NaN)."""
     if min is None and max is None:
         raise RuntimeError("clamp: At least one of 'min' or 'max' must not be None")
     where_ = user_location()
     dtype = promote(*[v for v in (input, min, max) if v is not None])
     shape = broadcast_shapes([input._shape] + [_shape_of(v) for v in (min, max) if v is not None],
                              "clamp", where_)
-    result = operand(input, dtype, shape, where_)
-    # where() rather than maximum/minimum: the gradient passes at the bounds, as in PyTorch
-    if min is not None:
-        low = operand(min, dtype, shape, where_)
-        result = node("where", [node("lt", [result, low], where_), low, result], where_)
-    if max is not None:
-        high = operand(max, dtype, shape, where_)
-        result = node("where", [node("gt", [result, high], where_), high, result], where_)
-    return wrap(result, "ClampBackward1", [input])
+    value = operand(input, dtype, shape, where_)
+    # where(min <= x <= max, x, maximum/minimum of a detached x and the bounds): the second branch
+    # gives NaN-propagating values outside, the first x's gradient inside only
+    inside, bounded = None, node_detached(value)
+    for bound, compare, extremum in ((min, "ge", "maximum"), (max, "le", "minimum")):
+        if bound is None:
+            continue
+        limit = operand(bound, dtype, shape, where_)
+        test = node(compare, [value, limit], where_)
+        inside = test if inside is None else node("logical_and", [inside, test], where_)
+        bounded = node(extremum, [bounded, limit], where_)
+    return wrap(node("where", [inside, value, bounded], where_), "ClampBackward1", [input])
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0):
+    """clamp's value (x itself on a tie with a bound, as PyTorch's scalar clamp), with the
+    gradient passed strictly inside the bounds and at NaN, as PyTorch's hardtanh_backward
+    ((x <= min || x >= max) ? 0 : grad)."""
+    where_ = user_location()
+    dtype = promote(input, min_val, max_val)
+    value = operand(input, dtype, input._shape, where_)
+    low = operand(min_val, dtype, input._shape, where_)
+    high = operand(max_val, dtype, input._shape, where_)
+    outside = node("logical_or", [node("le", [value, low], where_), node("ge", [value, high], where_)], where_)
+    bounded = node("where", [node("lt", [value, low], where_), low,
+                             node("where", [node("gt", [value, high], where_), high, node_detached(value)], where_)],
+                   where_)
+    return wrap(node("where", [outside, bounded, value], where_), "HardtanhBackward0", [input])
 
 
 def relu(input):
+    """where(x <= 0, 0, x): NaN passes (NaN <= 0 is False; `x > 0 ? x : 0` made it 0), and so does
+    the gradient where x > 0 or x is NaN, as PyTorch's threshold_backward (result <= 0 ? 0 : grad).
+    relu(-0.) is +0. (PyTorch's is -0.): keeping the sign takes three more nodes, and the mask
+    and select alone fuse into the matmul before them."""
     where_ = user_location()
     if input.dtype is dtypes.bool_:
         raise op_error("relu", "Boolean inputs not supported for relu", where_, kind=RuntimeError)
     value = input._node
     zero = full(0, value.shape, value.dtype, where_)
-    return wrap(node("where", [node("gt", [value, zero], where_), value, zero], where_),
+    return wrap(node("where", [node("le", [value, zero], where_), zero, value], where_),
                 "ReluBackward0", [input])
 
 
@@ -314,9 +385,10 @@ def sigmoid(input):
     """1 / (1 + exp(-x)) computed without overflow: exp(-|x|) never exceeds 1."""
     where_ = user_location()
     value = _floating(input, where_)
-    small = node("exp", [node("neg", [node("abs", [value], where_)], where_)], where_)
-    one = full(1.0, value.shape, value.dtype, where_)
     positive = node("ge", [value, full(0.0, value.shape, value.dtype, where_)], where_)
+    # exp(-|x|) written with where, not abs: abs's gradient at 0 is 0, which made sigmoid'(0) 0
+    small = node("exp", [node("where", [positive, node("neg", [value], where_), value], where_)], where_)
+    one = full(1.0, value.shape, value.dtype, where_)
     numerator = node("where", [positive, one, small], where_)
     return wrap(node("div", [numerator, node("add", [one, small], where_)], where_),
                 "SigmoidBackward0", [input])
@@ -448,18 +520,23 @@ def prod(input, dim=None, keepdim=False, *, dtype=None):
 
 
 def amax(input, dim=(), keepdim=False):
-    where_ = user_location()
-    axes = normalize_dims(dim if dim != () else None, input.ndim, "amax")
-    _check_nonempty(input, axes, "amax", where_)
-    return wrap(_reduce("max", input._node, axes, keepdim, where_), "AmaxBackward0", [input])
+    return _amax(input, dim, keepdim, True, "amax")
 
 
 def amin(input, dim=(), keepdim=False):
+    return _amax(input, dim, keepdim, False, "amin")
+
+
+def _amax(input, dim, keepdim, largest: bool, op: str, nan_gradient: str = "nan_everywhere"):
+    """amax (or amin, as -amax(-x)); `nan_gradient` picks the max primitive's vjp at NaN."""
     where_ = user_location()
-    axes = normalize_dims(dim if dim != () else None, input.ndim, "amin")
-    _check_nonempty(input, axes, "amin", where_)
-    negated = _negate(input._node, where_)
-    return wrap(_negate(_reduce("max", negated, axes, keepdim, where_), where_), "AminBackward0", [input])
+    axes = normalize_dims(dim if dim != () else None, input.ndim, op)
+    _check_nonempty(input, axes, op, where_)
+    value = input._node if largest else _negate(input._node, where_)
+    attrs = {} if nan_gradient == "nan_everywhere" else {"nan_gradient": nan_gradient}
+    result = node("max", [value], where_, axes=axes, keepdims=bool(keepdim), **attrs)
+    grad_name = {"amax": "AmaxBackward0", "amin": "AminBackward0"}.get(op)
+    return wrap(result if largest else _negate(result, where_), grad_name, [input])
 
 
 def _negate(value: LazyNode, where_) -> LazyNode:
@@ -536,7 +613,9 @@ def _extremum(input, dim, keepdim, largest: bool):
     if isinstance(dim, Tensor):
         return (maximum if largest else minimum)(input, dim)
     if dim is None:
-        return wrap_name((amax if largest else amin)(input), f"{name}Backward1")
+        # PyTorch's max()/min() send a NaN result's gradient to the NaN elements (amax: NaN everywhere)
+        return wrap_name(_amax(input, (), False, largest, "amax" if largest else "amin", "nan_elements"),
+                         f"{name}Backward1")
     arg = argmax if largest else argmin
     if input.ndim == 0:
         return result(input.clone(), arg(input, dim, keepdim))

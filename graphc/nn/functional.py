@@ -380,13 +380,19 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
 
 
 def elu(input, alpha=1.0, inplace=False):
-    result = tensor_ops.where(input > 0, input, (tensor_ops.minimum(input, 0.0).exp() - 1) * alpha)
+    """alpha (exp(x) - 1) for x < 0, alpha x at +-0 (its sign; the gradient alpha, as PyTorch's),
+    x above 0 and at NaN (the gradient passes there, as PyTorch's elu_backward). exp reads
+    min(x, 0) through a where, so large x never overflow into the unused branch's gradient."""
+    negative = input < 0
+    exp_input = tensor_ops.where(negative, input, 0.0)
+    below = tensor_ops.where(negative, (exp_input.exp() - 1) * alpha, input * alpha)
+    result = tensor_ops.where(input <= 0, below, input)
     result = _tagged(result, "EluBackward0")
     return _write_inplace(input, result) if inplace else result
 
 
 def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
-    result = _tagged(input.clamp(min_val, max_val), "HardtanhBackward0")
+    result = tensor_ops.hardtanh(input, min_val, max_val)
     return _write_inplace(input, result) if inplace else result
 
 
@@ -896,3 +902,10 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
 __all__ = [name for name in dir() if not name.startswith("_") and name not in (
     "annotations", "math", "warnings", "np", "dtypes", "tensor_ops", "no_grad", "ShapeError", "op_error",
     "user_location", "Tensor", "node", "wrap", "wrap_name")]
+
+
+# F.relu([t]) raises PyTorch's TypeError naming the argument (every public function here that
+# takes a tensor first)
+tensor_ops.tensor_functions(globals(), [name for name, value in list(globals().items())
+                                        if not name.startswith("_") and callable(value)
+                                        and getattr(value, "__module__", None) == __name__])

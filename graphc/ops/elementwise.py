@@ -76,9 +76,17 @@ elementwise("tanh", floating_only, np.tanh, "tanh({0})",
 elementwise("erf", floating_only, np.vectorize(math.erf, otypes=[np.float64]), "erf({0})",
             lambda e, n, g: [e.mul(g, e.scale(e.exp(e.neg(e.mul(n.inputs[0], n.inputs[0]))),
                                               2.0 / math.sqrt(math.pi)))])
-elementwise("abs", same_as_input, np.abs, "GRAPHC_ABS({0})",
-            lambda e, n, g: [e.mul(g, e.sign(n.inputs[0]))])
-elementwise("sign", same_as_input, np.sign, "(({0} > 0) - ({0} < 0) + ({0} - {0}))",
+def _abs_vjp(e, n, g):
+    # g for x > 0, -g for x < 0, 0 at 0 and at NaN (PyTorch's grad * sgn(x), whose sgn(NaN) is 0)
+    x = n.inputs[0]
+    zero = e.full_like(0, x)
+    return [e.where(e.gt(x, zero), g, e.where(e.lt(x, zero), e.neg(g), e.full_like(0, g)))]
+
+
+elementwise("abs", same_as_input, np.abs, "GRAPHC_ABS({0})", _abs_vjp)
+# NaN for NaN, as NumPy (PyTorch 2.13 gives 0, an open bug: pytorch#41245); x - x would make
+# sign(+-Inf) NaN too
+elementwise("sign", same_as_input, np.sign, "(({0} > 0) - ({0} < 0) + ({0} != {0} ? {0} : 0))",
             lambda e, n, g: [None])
 elementwise("floor", same_as_input, np.floor, "GRAPHC_FLOOR({0})",
             lambda e, n, g: [None])
@@ -93,26 +101,27 @@ def _pow_vjp(e, n, g):
     # d/dbase = exponent * base^(exponent-1); d/dexponent = base^exponent * log(base), taken as
     # 0 where base == 0 and exponent >= 0 (PyTorch's convention, which keeps 0**2 differentiable)
     one = e.full_like(1.0, exponent) if e.dtype(exponent).is_floating_point else e.full_like(1, exponent)
-    d_base = e.mul(g, e.mul(exponent, e.pow(base, e.sub(exponent, one))))
     if not e.dtype(base).is_floating_point:
         return [None, None]
+    # 0 where the exponent is 0, as PyTorch has it (0 * base^-1 would be NaN at base 0, Inf, NaN)
+    d_base = e.where(e.eq(exponent, e.full_like(0.0, exponent)), e.full_like(0.0, g),
+                     e.mul(g, e.mul(exponent, e.pow(base, e.sub(exponent, one)))))
     zero_base = e.logical_and(e.eq(base, e.full_like(0.0, base)),
                               e.ge(exponent, e.full_like(0.0, exponent)))
     d_exponent = e.where(zero_base, e.full_like(0.0, g), e.mul(g, e.mul(n.id, e.log(base))))
     return [d_base, d_exponent]
 
 
-def _extremum_vjp(winner):
-    """maximum/minimum: the gradient goes to the winning operand, halved on ties (PyTorch)."""
+def _extremum_vjp(loses):
+    """maximum/minimum, as PyTorch: an operand gets the gradient unless it loses (a < b for
+    maximum), halved on ties; where either is NaN neither loses, so both get it."""
     def vjp(e, n, g):
         a, b = n.inputs
         half = e.scale(g, 0.5)
         zero = e.full_like(0.0, g)
         tie = e.eq(a, b)
-        a_wins = getattr(e, winner)(a, b)
-        b_wins = getattr(e, winner)(b, a)
-        return [e.where(tie, half, e.where(a_wins, g, zero)),
-                e.where(tie, half, e.where(b_wins, g, zero))]
+        return [e.where(tie, half, e.where(getattr(e, loses)(a, b), zero, g)),
+                e.where(tie, half, e.where(getattr(e, loses)(b, a), zero, g))]
     return vjp
 
 
@@ -134,11 +143,21 @@ def _power(base, exponent):
 
 
 elementwise("pow", same_as_input, _power, "GRAPHC_POW({0}, {1})", _pow_vjp)
-elementwise("maximum", same_as_input, np.maximum, "GRAPHC_MAX({0}, {1})", _extremum_vjp("gt"))
-elementwise("minimum", same_as_input, np.minimum, "GRAPHC_MIN({0}, {1})", _extremum_vjp("lt"))
+elementwise("maximum", same_as_input, np.maximum, "GRAPHC_MAX({0}, {1})", _extremum_vjp("lt"))
+elementwise("minimum", same_as_input, np.minimum, "GRAPHC_MIN({0}, {1})", _extremum_vjp("gt"))
 elementwise("floor_divide", same_as_input, np.floor_divide, "GRAPHC_FLOORDIV({0}, {1})",
             lambda e, n, g: [None, None], backward_name="FloorDivideBackward0")
-elementwise("remainder", same_as_input, np.remainder, "GRAPHC_MOD({0}, {1})",
+def _remainder(a, b):
+    """Python's remainder (the divisor's sign) as PyTorch and the preludes compute it: fmod, then
+    the divisor added when the signs differ. A zero result keeps fmod's sign (np.remainder takes
+    the divisor's: remainder(0., -inf) is 0. in PyTorch, -0. in NumPy)."""
+    if a.dtype.kind != "f":
+        return np.remainder(a, b)
+    mod = np.fmod(a, b)
+    return np.where((mod != 0) & ((b < 0) != (mod < 0)), mod + b, mod)
+
+
+elementwise("remainder", same_as_input, _remainder, "GRAPHC_MOD({0}, {1})",
             lambda e, n, g: [g, e.neg(e.mul(g, e.floor_divide(*n.inputs)))],
             backward_name="RemainderBackward0")
 

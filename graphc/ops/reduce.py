@@ -49,12 +49,33 @@ def _sum_vjp(e, n, g):
 
 
 def _max_vjp(e, n, g):
-    # amax semantics: the gradient is split evenly between tied maxima (PyTorch's amax/max())
+    """The gradient split evenly between the elements equal to the maximum, as PyTorch's amax:
+    grad / count * (x == max), so where the maximum is NaN (no element equals it) every element
+    gets NaN. With attrs["nan_gradient"] == "nan_elements" (PyTorch's max() and min() over a whole
+    tensor) a NaN maximum's gradient goes to the NaN elements instead, split evenly."""
     x = n.inputs[0]
-    winners = e.eq(x, _restore(e, n, n.id))
-    count = e.sum(e.cast(winners, dtype=e.dtype(x).name), axes=n.attrs["axes"], keepdims=True)
+    result = _restore(e, n, n.id)
+    winners = e.eq(x, result)
+    if n.attrs.get("nan_gradient") == "nan_elements" and e.dtype(x).is_floating_point:
+        winners = e.logical_or(winners, e.logical_and(e.ne(x, x), e.ne(result, result)))
+    mask = e.cast(winners, dtype=e.dtype(x).name)
+    count = e.sum(mask, axes=n.attrs["axes"], keepdims=True)
     share = e.div(e.reshape(g, shape=e.shape(count)), count)
-    return [e.where(winners, _restore(e, n, share), e.full_like(0.0, x))]
+    return [e.mul(_restore(e, n, share), mask)]
+
+
+def _max(array, axis, keepdims):
+    """np.max, except that ties keep the first element in order (PyTorch's amax of [-0., 0.] is
+    -0.; NumPy's is 0.), as the generated code's 'max' combine does; NaN if any element is NaN."""
+    result = np.max(array, axis=axis, keepdims=True)
+    if array.dtype.kind == "f" and array.size:
+        moved = np.moveaxis(array, axis, tuple(range(array.ndim - len(axis), array.ndim)))
+        flat = moved.reshape(moved.shape[:array.ndim - len(axis)] + (-1,))
+        peak = result.reshape(flat.shape[:-1] + (1,))
+        first = np.argmax(flat == peak, axis=-1)[..., None]
+        chosen = np.take_along_axis(flat, first, axis=-1).reshape(result.shape)
+        result = np.where(result != result, result, chosen)
+    return result if keepdims else np.squeeze(result, axis=axis)
 
 
 def _prod_vjp(e, n, g):
@@ -65,7 +86,7 @@ def _prod_vjp(e, n, g):
 register(OpDef("sum", REDUCE, reduce_infer, _numpy_reduce(np.sum), _sum_vjp, c="+",
                backward_name="SumBackward1"))
 register(OpDef("max", REDUCE, reduce_infer,
-               _numpy_reduce(np.max, "max(): cannot reduce over an empty dimension"), _max_vjp,
+               _numpy_reduce(_max, "max(): cannot reduce over an empty dimension"), _max_vjp,
                c="max", backward_name="AmaxBackward0"))
 register(OpDef("prod", REDUCE, reduce_infer, _numpy_reduce(np.prod), _prod_vjp, c="*",
                backward_name="ProdBackward1"))

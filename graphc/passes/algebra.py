@@ -10,6 +10,7 @@
     x * 0, 0 * x  (integer and bool only)        -> 0
     transpose(a @ b)                             -> transpose(b) @ transpose(a)
     x > 0 used beside relu(x) = where(x > 0, x, 0) -> relu(x) > 0 for the other uses
+    x <= 0 used beside relu(x) = where(x <= 0, 0, x) -> relu(x) <= 0 for the other uses
     reshape(reduce(x, keepdims=True)) dropping the kept dims -> reduce(x, keepdims=False)
 
 Integer results stay bitwise equal. Float rewrites are exact in IEEE arithmetic: x * 0 is not
@@ -144,16 +145,26 @@ def _gt(graph: Graph, node: Node):
     """ReLU's mask from its output: where(x > 0, x, 0) is positive exactly where x > 0, so other
     uses of the mask (the backward pass) can read relu(x) instead of x. Then x is needed by the
     forward only and fuses into its producer (a GEMM's epilogue writes relu(x) in place)."""
+    return _relu_mask(graph, node, lambda where, x: where.inputs[1] == x and holds(graph, where.inputs[2], 0))
+
+
+def _le(graph: Graph, node: Node):
+    """The same for graphc's relu, where(x <= 0, 0, x) (NaN passes: NaN <= 0 is False): relu(x) <= 0
+    exactly where x <= 0, and relu(NaN) is NaN."""
+    return _relu_mask(graph, node, lambda where, x: where.inputs[2] == x and holds(graph, where.inputs[1], 0))
+
+
+def _relu_mask(graph: Graph, node: Node, is_relu):
+    """For a mask `x op 0` feeding a relu select: its other users read `relu(x) op 0` instead."""
     x, zero = node.inputs
     if not holds(graph, zero, 0):
         return None
     relu = [u for u in graph.users(node.id)
-            if graph.node(u).op == "where" and graph.node(u).inputs[:2] == (node.id, x)
-            and holds(graph, graph.node(u).inputs[2], 0)]
+            if graph.node(u).op == "where" and graph.node(u).inputs[0] == node.id and is_relu(graph.node(u), x)]
     others = [u for u in graph.users(node.id) if u not in relu]
     if not relu or not others:
         return None
-    mask = graph.call("gt", [relu[0], zero], node.where)
+    mask = graph.call(node.op, [relu[0], zero], node.where)
     for user in others:
         user_node = graph.node(user)
         user_node.inputs = tuple(mask if i == node.id else i for i in user_node.inputs)
@@ -175,5 +186,5 @@ def _reshape(graph: Graph, node: Node):
     return graph.call(source.op, list(source.inputs), source.where, axes=axes, keepdims=False)
 
 
-RULES = {"reshape": _reshape, "gt": _gt, "permute": _permute, "mul": _mul, "add": _add, "sub": _sub, "div": _div, "neg": _neg, "cast": _cast,
+RULES = {"reshape": _reshape, "gt": _gt, "le": _le, "permute": _permute, "mul": _mul, "add": _add, "sub": _sub, "div": _div, "neg": _neg, "cast": _cast,
          "where": _where}
