@@ -172,3 +172,14 @@ class Program:
             if buffer.name == name:
                 return buffer
         raise KeyError(name)
+
+
+def walk_statements(statements):
+    """Every statement of a body, nested loop and branch bodies included, in source order."""
+    for statement in statements:
+        yield statement
+        if isinstance(statement, Loop):
+            yield from walk_statements(statement.body)
+        elif isinstance(statement, If):
+            yield from walk_statements(statement.body)
+            yield from walk_statements(statement.orelse)

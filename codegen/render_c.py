@@ -13,7 +13,7 @@ import math
 import jinja2
 
 from codegen.kernel_ir import (Accumulate, Buffer, Const, Declare, Expr, Gemm, If, Kernel, Let, Load, Loop,
-                               Op, Program, Store, Var)
+                               Op, Program, Store, Var, walk_statements)
 
 # math functions given vector variants through libmvec prototypes in the prelude
 SIMD_FUNCTIONS = ("exp", "log", "sin", "cos", "tanh", "erf")
@@ -100,20 +100,12 @@ OPENMP_REDUCTION = {"+": "+", "*": "*", "max": "max", "|": "|"}
 def declared_types(statements) -> dict:
     """name -> ctype of every accumulator the statements declare (nested ones included)."""
     types = {}
-    for statement in _walk(statements):
+    for statement in walk_statements(statements):
         if isinstance(statement, Declare):
             types[statement.name] = statement.ctype
     return types
 
 
-def _walk(statements):
-    for statement in statements:
-        yield statement
-        if isinstance(statement, Loop):
-            yield from _walk(statement.body)
-        elif isinstance(statement, If):
-            yield from _walk(statement.body)
-            yield from _walk(statement.orelse)
 
 
 def render_statements(statements, depth: int, work: int = 0, types: dict | None = None) -> str:

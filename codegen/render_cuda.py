@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import jinja2
 
 from codegen.kernel_ir import (Accumulate, Const, Declare, Expr, Gemm, If, Kernel, Let, Load, Loop, Op,
-                               Program, Store, Var)
+                               Program, Store, Var, walk_statements)
 from codegen.render_c import COMBINE, _comment_safe, render_expr
 
 THREADS = 256            # threads per block of one-thread-per-iteration launches
@@ -123,15 +123,6 @@ def _expr_buffers(expr, found: set) -> set:
     return found
 
 
-def _walk(statements):
-    """Every statement, nested ones included."""
-    for statement in statements:
-        yield statement
-        if isinstance(statement, Loop):
-            yield from _walk(statement.body)
-        elif isinstance(statement, If):
-            yield from _walk(statement.body)
-            yield from _walk(statement.orelse)
 
 
 def _expressions(statement) -> list:
@@ -150,7 +141,7 @@ def _expressions(statement) -> list:
 
 def used_names(statements) -> set:
     found: set = set()
-    for statement in _walk(statements):
+    for statement in walk_statements(statements):
         for expr in _expressions(statement):
             _expr_names(expr, found)
         if isinstance(statement, Accumulate):
@@ -159,13 +150,13 @@ def used_names(statements) -> set:
 
 
 def defined_names(statement) -> set:
-    return {s.name for s in _walk([statement]) if isinstance(s, (Let, Declare))}
+    return {s.name for s in walk_statements([statement]) if isinstance(s, (Let, Declare))}
 
 
 def buffers_of(statements) -> tuple[set, set]:
     """(buffers read, buffers written) by the statements."""
     read, written = set(), set()
-    for statement in _walk(statements):
+    for statement in walk_statements(statements):
         for expr in _expressions(statement):
             _expr_buffers(expr, read)
         if isinstance(statement, Store):
@@ -179,15 +170,15 @@ def buffers_of(statements) -> tuple[set, set]:
 
 
 def _writes(statements) -> bool:
-    return any(isinstance(s, (Store, Gemm)) for s in _walk(statements))
+    return any(isinstance(s, (Store, Gemm)) for s in walk_statements(statements))
 
 
 def _has_loop(statements) -> bool:
-    return any(isinstance(s, Loop) for s in _walk(statements))
+    return any(isinstance(s, Loop) for s in walk_statements(statements))
 
 
 def _has_reduction(statements) -> bool:
-    return any(isinstance(s, Loop) and _carried(s) for s in _walk(statements))
+    return any(isinstance(s, Loop) and _carried(s) for s in walk_statements(statements))
 
 
 def _carried(loop: Loop) -> dict:
@@ -195,9 +186,9 @@ def _carried(loop: Loop) -> dict:
 
     Read from the body rather than from `loop.reduce`, so a loop that accumulates is treated as
     a reduction whatever its flags say."""
-    inside = {s.name for s in _walk(loop.body) if isinstance(s, Declare)}
+    inside = {s.name for s in walk_statements(loop.body) if isinstance(s, Declare)}
     carried = {}
-    for statement in _walk(loop.body):
+    for statement in walk_statements(loop.body):
         if isinstance(statement, Accumulate) and statement.name not in inside:
             carried.setdefault(statement.name, statement.combine)
     return carried
@@ -237,7 +228,7 @@ def _block_threads(statements) -> int:
     """Threads for a block that strides its loops: enough for the longest loop, a whole number
     of warps (the block reduction shuffles whole warps), at most MAX_THREADS."""
     longest = 1
-    for statement in _walk(statements):
+    for statement in walk_statements(statements):
         if isinstance(statement, Loop):
             nest = _perfect_nest(statement, bool(_carried(statement))) if _static(statement) else [statement]
             longest = max(longest, math.prod(l.extent for l in nest))
