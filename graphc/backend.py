@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from graphc import interpreter
+from graphc.schedule import GraphBuild, Schedule
 
 BACKENDS = ("c", "numpy", "cuda")
 _default = os.environ.get("GRAPHC_BACKEND", "c")
@@ -22,27 +23,46 @@ _seen: dict = {}        # structure key -> interpreted runs so far
 stats = {"interpreted": 0, "compiled": 0, "replayed": 0}
 
 
-def run(build) -> list:
-    """Run a `GraphBuild` (graph + bindings) and return its outputs' arrays."""
+def run(work) -> list:
+    """Run a realize's `Schedule` (or a `GraphBuild`: graph + bindings) and return its outputs'
+    arrays. A structure seen before is a dictionary lookup and one native call: the Graph is built
+    only for the interpreted first runs and the compile."""
     if _default == "numpy":
-        return _interpret(build)
-    key = build.key
-    program = _programs.get(key)
-    if program is None:
+        return _interpret(_graph_build(work))
+    key = work.key
+    entry = _programs.get(key)
+    if entry is None:
+        build = _graph_build(work)
         runs = _seen.get(key, 0)
         if runs < _compile_after:
             _seen[key] = runs + 1
             return _interpret(build)
         if _default == "cuda":
-            program = _programs[key] = _HostCopies(build.graph)
+            program = _HostCopies(build.graph)
         else:
             from graphc.backends.c import CompiledGraph
-            program = _programs[key] = CompiledGraph(build.graph)
+            program = CompiledGraph(build.graph)
+        entry = _programs[key] = (program, _placeholder_order(program))
         stats["compiled"] += 1
-    else:
-        stats["replayed"] += 1
-    program.current_graph = build.graph   # errors name this call's lines, not the first compile's
-    return program(build.bindings)
+        program.current_graph = build.graph
+        return program(build.bindings)
+    stats["replayed"] += 1
+    program, order = entry
+    if type(work) is Schedule:
+        program.current_graph = work   # errors name this call's lines, not the first compile's
+        arrays = work.arrays
+        return program.call_inputs([arrays[k] for k in order])
+    program.current_graph = work.graph
+    return program(work.bindings)
+
+
+def _graph_build(work) -> GraphBuild:
+    return work.build() if type(work) is Schedule else work
+
+
+def _placeholder_order(program) -> list:
+    """For each input the program takes, in its order, the walk's placeholder number (`in<k>`)."""
+    return [int(name[2:]) for name in program.input_names]
 
 
 class _HostCopies:
@@ -53,6 +73,10 @@ class _HostCopies:
     def __init__(self, graph):
         from graphc.backends.cuda import CompiledCudaGraph
         self.compiled = CompiledCudaGraph(graph)
+        self.input_names = self.compiled.layout.input_names
+
+    def call_inputs(self, arrays) -> list:
+        return self(dict(zip(self.input_names, arrays)))
 
     def __call__(self, bindings) -> list:
         import cupy

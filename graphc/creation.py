@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from graphc import capture
 from graphc import dtypes
 from graphc.autograd.grad_mode import is_grad_enabled
 from graphc.lazy import LazyNode, make_node
@@ -265,8 +266,7 @@ def initial_seed() -> int:
 def _uniform_nodes(shape, lanes, generator, where, device: Device = CPU):
     """Philox uniforms computed where the tensor lives: the key's device is the node's, so the
     same seed gives the same bits on every device."""
-    from graphc.compile import tracer
-    context = tracer.active()
+    context = capture.active()
     generator = generator or default_generator
     count = math.prod(shape)
     key = (context.random_key(generator, count, device) if context is not None

@@ -32,3 +32,7 @@ def op_error(op: str, message: str, where: str | None = None, hint: str | None =
     if hint:
         text += f"\nHINT: {hint}"
     return kind(text)
+
+
+class TraceError(GraphcError):
+    """A traced function needed a value that only exists when the graph runs."""

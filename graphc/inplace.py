@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphc import capture
 from graphc.autograd.grad_mode import is_grad_enabled
 from graphc.errors import GraphcError, ShapeError, op_error
 from graphc.lazy import LazyNode, Storage, strided_view
@@ -72,8 +73,7 @@ def write(target: Tensor, value, where: str, op: str, result_of_op: bool = False
         target._storage, target._lazy, target._ref = rebound._storage, node, None
         target._requires_grad, target._is_leaf = True, False
         return target
-    from graphc.compile import tracer
-    context = tracer.active()
+    context = capture.active()
     if context is not None:
         return context.write(target, node, op, where)
     device = target._storage.device

@@ -26,7 +26,6 @@ import numpy as np
 from graphc import dtypes
 from graphc.dtypes import DType
 from graphc.errors import GraphcError, ShapeError, op_error
-from graphc.ir.graph import Graph
 from graphc.ops import table
 from graphc.size import CPU
 
@@ -64,7 +63,9 @@ class Storage:
             xp = devices.arrays_for(self.device).xp
             self.array = value.reshape(-1) if owned else xp.array(value, order="C").reshape(-1)
         node = self.lazy_node
-        node.realized = (self, self.version)
+        node.realized = (self, self.version, self.array)
+        if not node.requires_grad:
+            node.inputs = ()     # computed, and no gradient goes through it: free what made it
         self.lazy_node = None
         _pending.discard(self)
 
@@ -113,7 +114,7 @@ class LazyNode:
     """One value in the front end's graph."""
 
     __slots__ = ("op", "inputs", "shape", "dtype", "attrs", "where", "requires_grad", "buffer", "freed",
-                 "leaf", "realized", "grad_name", "grad_inputs", "device", "__weakref__")
+                 "leaf", "realized", "grad_name", "grad_inputs", "device", "signature", "__weakref__")
 
     def __init__(self, op, inputs, shape, dtype, attrs, where, requires_grad=False):
         self.op = op
@@ -123,9 +124,10 @@ class LazyNode:
         self.attrs = attrs
         self.where = where
         self.requires_grad = requires_grad
-        self.buffer = None      # input nodes: (storage, shape, strides, offset, version)
+        self.buffer = None      # input nodes: (storage, shape, strides, offset, version, array)
         self.leaf = None        # input nodes of leaf tensors that require grad: weakref to it
-        self.realized = None    # (storage, version) once computed
+        self.realized = None    # (storage, version, array) once computed
+        self.signature = None   # structure id (op, shape, dtype, attrs), see `signature`
         self.grad_name = None   # grad_fn name for the public op that made this node
         self.grad_inputs = None  # that public op's inputs, for grad_fn.next_functions
         self.freed = False      # a backward() without retain_graph went through it (see autograd)
@@ -167,7 +169,9 @@ def make_node(op: str, inputs, where: str, requires_grad: bool = False, **attrs)
 
 def buffer_node(storage: Storage, shape, strides, offset, where="") -> LazyNode:
     node = LazyNode("input", (), tuple(shape), storage.dtype, {}, where)
-    node.buffer = (storage, tuple(shape), tuple(strides), offset, storage.version)
+    # the array itself is kept: a later in-place write that stays lazy gives the storage a new
+    # array, and this node still reads the values it was made from
+    node.buffer = (storage, tuple(shape), tuple(strides), offset, storage.version, storage.array)
     node.device = storage.device if storage.device.type != "cpu" or len(shape) else None
     return node
 
@@ -175,77 +179,32 @@ def buffer_node(storage: Storage, shape, strides, offset, where="") -> LazyNode:
 def strided_view(storage: Storage, shape, strides, offset) -> np.ndarray:
     """The view (NumPy, or the device's array module) of a realized storage that a tensor's
     (shape, strides, offset) describes."""
-    itemsize = storage.dtype.itemsize
+    return array_view(storage.array, storage, shape, strides, offset)
+
+
+def array_view(array, storage: Storage, shape, strides, offset) -> np.ndarray:
+    """`strided_view` of `array`, a flat array that is (or was, before a write replaced it)
+    `storage`'s memory."""
     if storage.device.type != "cpu":
         from graphc import devices
+        itemsize = storage.dtype.itemsize
         xp = devices.arrays_for(storage.device).xp
-        return xp.lib.stride_tricks.as_strided(storage.array[offset:], shape=tuple(shape),
+        return xp.lib.stride_tricks.as_strided(array[offset:], shape=tuple(shape),
                                                strides=tuple(s * itemsize for s in strides))
     if tuple(strides) == contiguous_strides(shape):   # most tensors: a reshape is ~5x cheaper
-        return storage.array[offset:offset + math.prod(shape)].reshape(shape)
-    return np.lib.stride_tricks.as_strided(storage.array[offset:], shape=shape,
+        return array[offset:offset + math.prod(shape)].reshape(shape)
+    itemsize = storage.dtype.itemsize
+    return np.lib.stride_tricks.as_strided(array[offset:], shape=shape,
                                            strides=[s * itemsize for s in strides])
 
 
-# ---- LazyNode DAG -> Graph ----------------------------------------------------------------------
-class GraphBuild:
-    """A Graph built from lazy nodes, with the bindings its placeholders need."""
-
-    def __init__(self):
-        self.graph = Graph()
-        self.bindings: dict[str, np.ndarray] = {}
-        self.node_of: dict[int, LazyNode] = {}   # graph id -> lazy node it came from
-        self.id_of: dict[int, int] = {}          # id(lazy node) -> graph id
-        self.key_parts: list = []                # structure, for caching compiled programs
-        self.host_bound: list[str] = []          # placeholders bound to CPU memory
-        self._dedupe: dict = {}
-        self._placeholders = 0
-
-    def placeholder(self, lazy: LazyNode, array: np.ndarray | None, dedupe_key=None,
-                    on_host: bool = True) -> int:
-        """A placeholder for `lazy`, bound to `array` (None: bound later, e.g. by autodiff)."""
-        if dedupe_key is not None and dedupe_key in self._dedupe:
-            node_id = self._dedupe[dedupe_key]
-        else:
-            name = f"in{self._placeholders}"
-            self._placeholders += 1
-            node_id = self.graph.placeholder(name, lazy.shape, lazy.dtype, lazy.where)
-            if array is not None:
-                self.bindings[name] = array
-                if on_host:
-                    self.host_bound.append(name)
-            if dedupe_key is not None:
-                self._dedupe[dedupe_key] = node_id
-            self.node_of[node_id] = lazy
-            self.key_parts.append(("input", lazy.shape, lazy.dtype.name))
-        self.id_of[id(lazy)] = node_id
-        return node_id
-
-    @property
-    def key(self) -> tuple:
-        return (tuple(self.key_parts), tuple(self.graph.outputs))
-
-
-def _leaf_value(lazy: LazyNode):
-    """(array, dedupe key, storage) a leaf or already-computed node stands for, or None if it
-    must be computed."""
-    if lazy.buffer is not None:
-        storage, shape, strides, offset, version = lazy.buffer
-        _check_version(lazy, storage, version)
-        return strided_view(storage, shape, strides, offset), (id(storage), shape, strides, offset), storage
-    if lazy.realized is not None:
-        storage, version = lazy.realized
-        _check_version(lazy, storage, version)
-        return storage.array.reshape(lazy.shape), ("realized", id(lazy)), storage
-    return None
-
-
+# ---- values written in place since they were read ---------------------------------------------
 def check_unchanged(lazy: LazyNode) -> None:
     """Raise if the buffer or computed value `lazy` stands for was written in place since."""
     if lazy.buffer is not None:
         _check_version(lazy, lazy.buffer[0], lazy.buffer[4])
     elif lazy.realized is not None:
-        _check_version(lazy, *lazy.realized)
+        _check_version(lazy, lazy.realized[0], lazy.realized[1])
 
 
 def _check_version(lazy: LazyNode, storage: Storage, version: int) -> None:
@@ -255,148 +214,6 @@ def _check_version(lazy: LazyNode, storage: Storage, version: int) -> None:
             f"the {lazy.dtype.name}{list(lazy.shape)} value made at {lazy.where or '<unknown>'} is "
             f"at version {storage.version}; expected version {version}.\n"
             f"HINT: compute what you need before modifying it in place, or modify a .clone().")
-
-
-def build_graph(outputs, opaque=None) -> GraphBuild:
-    """Gather the DAG under `outputs` into a Graph.
-
-    Buffers and computed values become bound placeholders. `opaque(node)` may mark more nodes to
-    keep as unbound placeholders (autodiff treats values that need no gradient that way).
-    """
-    build = GraphBuild()
-    stack = [(node, False) for node in reversed(outputs)]
-    while stack:
-        lazy, inputs_done = stack.pop()
-        if id(lazy) in build.id_of:
-            continue
-        if not inputs_done:
-            if opaque is not None and opaque(lazy):
-                build.placeholder(lazy, None)
-                continue
-            leaf = _leaf_value(lazy) if opaque is None else None
-            if leaf is not None:
-                build.placeholder(lazy, leaf[0], leaf[1], leaf[2].device.type == "cpu")
-                continue
-            if lazy.op == "input":
-                if opaque is None:
-                    raise GraphcError(f"internal: input node without a buffer ({lazy})")
-                build.placeholder(lazy, None)
-                continue
-            stack.append((lazy, True))
-            stack.extend((i, False) for i in reversed(lazy.inputs) if id(i) not in build.id_of)
-            continue
-        inputs = [build.id_of[id(i)] for i in lazy.inputs]
-        node_id = build.graph.call(lazy.op, inputs, lazy.where, **lazy.attrs)
-        build.id_of[id(lazy)] = node_id
-        build.node_of[node_id] = lazy
-        build.key_parts.append((lazy.op, tuple(inputs), repr(sorted(lazy.attrs.items()))))
-    build.graph.output(*(build.id_of[id(node)] for node in outputs))
-    return build
-
-
-def graph_to_lazy(graph: Graph, wanted, node_of: dict, where_default="") -> list[LazyNode]:
-    """Turn graph nodes back into lazy nodes; nodes that came from lazy nodes map back to them."""
-    made: dict[int, LazyNode] = {}
-    for node_id in graph.topo_order():
-        if node_id in node_of:
-            made[node_id] = node_of[node_id]
-            continue
-        node = graph.node(node_id)
-        inputs = tuple(made[i] for i in node.inputs)
-        requires_grad = any(i.requires_grad for i in inputs)
-        made[node_id] = LazyNode(node.op, inputs, node.shape, node.dtype, node.attrs,
-                                 node.where or where_default, requires_grad)
-    return [made[i] for i in wanted]
-
-
-# ---- running ----------------------------------------------------------------------------------
-def realize_storages(storages) -> None:
-    """Compute pending storages in one graph run."""
-    storages = [s for s in dict.fromkeys(storages) if s.array is None]
-    if not storages:
-        return
-    _refuse_inside_trace("computing a value")
-    with ENGINE_LOCK:
-        storages = [s for s in storages if s.array is None]   # another thread may have computed them
-        if storages:
-            _adopt(storages, run_by_device([(s.lazy_node, s.device) for s in storages]))
-
-
-def _adopt(storages, results) -> None:
-    """Store results; an array returned for two outputs (simplify may merge them) is copied."""
-    taken = set()
-    for storage, value in zip(storages, results):
-        if storage.device.type == "cpu":
-            value = np.asarray(value)
-        if id(value) in taken:
-            value = value.copy()
-        taken.add(id(value))
-        storage.store(value)
-
-
-def realize_all_pending(extra=(), device=None) -> list[np.ndarray]:
-    """Compute every pending storage (before an in-place write) together with `extra` nodes,
-    whose results are wanted on `device` (default: where the nodes live)."""
-    extra = list(extra)
-    with ENGINE_LOCK:
-        return _realize_all_pending(extra, device)
-
-
-def _realize_all_pending(extra, device) -> list:
-    storages = sorted(pending_storages(), key=lambda s: s.serial)
-    if not storages and not extra:
-        return []
-    _refuse_inside_trace("computing a value")
-    try:
-        results = run_by_device([(s.lazy_node, s.device) for s in storages] +
-                                [(node, device or node.device or CPU) for node in extra])
-    except Exception:
-        # one pending value that cannot be computed (an index out of range, say) must not make
-        # every later computation fail: drop the ones that fail on their own and go on without them
-        if not _drop_failing(storages):
-            raise
-        return _realize_all_pending(extra, device)
-    _adopt(storages, results)
-    return results[len(storages):]
-
-
-def _drop_failing(storages) -> list:
-    """Realize each storage alone; those that raise leave the pending set (using one later computes
-    it again, and raises again). Returns the dropped storages."""
-    dropped = []
-    for storage in storages:
-        try:
-            realize_storages([storage])
-        except Exception:
-            _pending.discard(storage)
-            dropped.append(storage)
-    return dropped
-
-
-def run_by_device(targets) -> list:
-    """Compute (node, device) pairs: one graph per device, each on that device's backend."""
-    groups: dict = {}
-    for position, (_, device) in enumerate(targets):
-        groups.setdefault(device, []).append(position)
-    results = [None] * len(targets)
-    for device, positions in groups.items():
-        build = build_graph([targets[p][0] for p in positions])
-        if device.type == "cpu":
-            from graphc import backend
-            outputs = backend.run(build)
-        else:
-            from graphc import devices
-            outputs = devices.run_graph(build, device)
-        for position, output in zip(positions, outputs):
-            results[position] = output
-    return results
-
-
-def _refuse_inside_trace(what: str) -> None:
-    from graphc.compile import tracer
-    context = tracer.active()
-    if context is not None:
-        context.value_needed(what)
 
 
 def contiguous_strides(shape) -> tuple:

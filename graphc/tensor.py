@@ -19,10 +19,11 @@ from graphc.autograd.grad_mode import is_grad_enabled
 from graphc.dtypes import DType
 from graphc.errors import GraphcError, ShapeError, op_error
 from graphc.lazy import (LazyNode, Storage, buffer_node, contiguous_strides, make_node,
-                         python_scalar_node, realize_all_pending, realize_storages, strided_view)
+                         python_scalar_node, strided_view)
+from graphc.realize import realize_all_pending, realize_storages
 from graphc.size import CPU, Size, device
 from graphc.source_location import user_location
-from graphc.compile import tracer as _tracer
+from graphc import capture
 
 Scalar = (bool, int, float, np.bool_, np.integer, np.floating)
 
@@ -98,7 +99,7 @@ class Tensor:
                                 device=node.device or CPU)
         if _exposed_read[0]:
             _exposed_read[0] = False
-            if not _tracer._active.stack:
+            if not capture.tracing():
                 realize_storages([self._storage])
         self._shape = node.shape
         self._strides = contiguous_strides(node.shape)
@@ -186,7 +187,7 @@ class Tensor:
     @property
     def _node(self) -> LazyNode:
         """The node computing this tensor's current value."""
-        context = _tracer.active()
+        context = capture.active()
         if context is not None:
             traced = context.current_value(self)
             if traced is not None:

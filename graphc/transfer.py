@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphc import capture
+from graphc.errors import TraceError
 from graphc import devices
 from graphc.autograd.grad_mode import is_grad_enabled
 from graphc.errors import GraphcError, op_error
@@ -20,10 +22,9 @@ from graphc.tensor import Tensor
 
 def to_device(tensor: Tensor, target: Device, where: str) -> Tensor:
     """A copy of `tensor` on `target` (a device normalized by `devices.require`)."""
-    from graphc.compile import tracer
-    context = tracer.active()
+    context = capture.active()
     if context is not None:
-        raise tracer.TraceError(
+        raise TraceError(
             f"to: moving a tensor to {target} inside graphc.compile is not supported (at {where}): "
             f"the copy would be made once, when the function is traced.\nHINT: move the inputs and "
             f"the model before calling the compiled function")

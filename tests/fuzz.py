@@ -96,7 +96,7 @@ class Failure:
 def check(programs: list) -> Failure | None:
     """Build `programs` into one graph, run it compiled and interpreted, compare every output."""
     from graphc import interpreter
-    from graphc.lazy import build_graph
+    from graphc.schedule import build_graph
     stage = "build"
     try:
         builds = [random_programs.build(p) for p in programs]
@@ -153,7 +153,7 @@ def reproducer(programs: list, failure: Failure, origin: str) -> str:
     lines = [f'"""graphc fuzz reproducer ({origin}): {failure.message.splitlines()[0]}', "",
              "Run it: python THIS_FILE.py (exit status 1 while compiled and interpreted results differ).",
              '"""', "import numpy as np", "", "import graphc", "from graphc import interpreter",
-             "from graphc.backends.c import CompiledGraph", "from graphc.lazy import build_graph", ""]
+             "from graphc.backends.c import CompiledGraph", "from graphc.schedule import build_graph", ""]
     calls = []
     for k, program in enumerate(programs):
         built = random_programs.Built(program)

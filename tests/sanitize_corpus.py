@@ -25,7 +25,7 @@ import graphc  # noqa: E402
 import graphc.nn.functional as F  # noqa: E402
 from graphc import backend, interpreter, nn, optim  # noqa: E402
 from graphc.backends.c import CompiledGraph  # noqa: E402
-from graphc.lazy import build_graph  # noqa: E402
+from graphc.schedule import build_graph  # noqa: E402
 from models import train_step  # noqa: E402
 
 RNG = np.random.default_rng(int(os.environ.get("GRAPHC_TEST_SEED", "0")))

@@ -263,7 +263,7 @@ class NotStages:
 def test_a_pipeline_pickle_holding_the_wrong_object_is_rebuilt(stored, tmp_path, monkeypatch, rng):
     import graphc
     from graphc.backends import c as backend
-    from graphc.lazy import build_graph
+    from graphc.schedule import build_graph
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "cache"))
     x = graphc.tensor(rng.standard_normal(13).astype(np.float32))
     gathered = build_graph([((x * 1.5).exp() - 0.125)._node])

@@ -20,7 +20,7 @@ from cuda_emulator import EmulatedCudaGraph, EmulatedProgram, EmulationError
 from graphc import interpreter
 from codegen import render_cuda
 from graphc.backends.c import CompiledGraph, compile_pipeline
-from graphc.lazy import build_graph
+from graphc.schedule import build_graph
 
 F = graphc.nn.functional
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")

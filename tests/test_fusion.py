@@ -6,7 +6,7 @@ import pytest
 
 import graphc
 from graphc.backends.c import CompiledGraph, compile_pipeline
-from graphc.lazy import build_graph
+from graphc.schedule import build_graph
 
 
 def compiled(*tensors):

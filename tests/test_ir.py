@@ -128,7 +128,7 @@ def test_lint_catches_a_broken_graph():
 
 
 def test_lazy_tensors_build_one_graph_per_realize(rng):
-    from graphc.lazy import build_graph
+    from graphc.schedule import build_graph
     a = graphc.tensor(rng.standard_normal((3, 3)), dtype=graphc.float32)
     out = (a @ a).tanh() + 1
     build = build_graph([out._node])

@@ -22,7 +22,7 @@ import runtime
 from codegen import render_program
 from codegen.kernel_ir import Accumulate, Buffer, Const, Declare, Kernel, Load, Loop, Program, Store, Var
 from graphc.backends.c import CompiledGraph
-from graphc.lazy import build_graph
+from graphc.schedule import build_graph
 
 F = graphc.nn.functional
 FACTOR = 4                 # graphc's error may be this many times NumPy's float32 error ...

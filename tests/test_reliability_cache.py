@@ -188,7 +188,7 @@ def test_a_cache_made_under_umask_002_is_private_and_accepted_again(tmp_path, rn
     """Where every user has a group of their own the umask is often 002; directories graphc makes
     in its cache must still be 0700, or the next process would refuse graphc's own cache."""
     from graphc.backends.c import CompiledGraph
-    from graphc.lazy import build_graph
+    from graphc.schedule import build_graph
     from runtime.cache_safety import check_cache_directory
     root = tmp_path / "cache"
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(root))

@@ -33,7 +33,7 @@ import pytest
 import graphc
 from graphc import interpreter
 from graphc.backends.c import CompiledGraph
-from graphc.lazy import build_graph
+from graphc.schedule import build_graph
 from graphc.ops import table
 
 nan, inf = float("nan"), float("inf")

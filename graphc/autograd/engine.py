@@ -1,16 +1,18 @@
 """`backward()` and `autograd.grad()`: derive the gradient graph, hand back lazy gradients.
 
-The forward lazy graph is gathered into a `Graph` (values that need no gradient become
-placeholders), the autodiff pass adds the backward nodes, and those nodes are turned back into
-lazy nodes: gradients stay lazy until used, like every other value.
+The forward lazy nodes are walked (`schedule.history`: values that need no gradient are leaves)
+and keyed by structure. The first time a structure is seen, its walk becomes a `Graph`, the
+autodiff pass adds the backward nodes, and those are kept as a `Derivation`: instructions over
+the forward positions. Every backward() of that structure then makes the gradient's lazy nodes
+from it directly. Gradients stay lazy until used, like every other value.
 """
 from __future__ import annotations
 
-from graphc import dtypes
+from graphc import capture
 from graphc.autograd.grad_mode import no_grad
-from graphc.errors import GraphcError, op_error
-from graphc.lazy import (LazyNode, build_graph, check_unchanged, graph_to_lazy, make_node,
-                         python_scalar_node)
+from graphc.errors import op_error
+from graphc.lazy import LazyNode, check_unchanged, make_node, python_scalar_node
+from graphc.schedule import history
 from graphc.passes.autodiff import autodiff
 
 
@@ -59,67 +61,90 @@ def _seeds(outputs, grad_outputs, op):
     return seeds
 
 
-def derive(output_nodes, seed_nodes, wrt_nodes, create_graph: bool) -> list:
-    """Lazy gradient nodes of outputs w.r.t. each wrt node (None where no path exists)."""
-    build = build_graph(list(output_nodes) + list(seed_nodes),
-                        opaque=lambda n: not n.requires_grad or n.op == "input")
-    graph = build.graph
-    count = len(output_nodes)
-    wrt_ids = [build.id_of.get(id(n)) for n in wrt_nodes]
-    reachable = [i for i in wrt_ids if i is not None]
-    grad_ids = autodiff(graph, graph.outputs[:count], graph.outputs[count:], reachable)
-    by_wrt = dict(zip(reachable, grad_ids))
-    wanted = [by_wrt.get(i) if i is not None else None for i in wrt_ids]
-    present = [g for g in wanted if g is not None]
-    _check_saved_values(graph, present, build.node_of)
-    lazy = iter(graph_to_lazy(graph, present, build.node_of))
+def derive(walked, seed_nodes, wrt_nodes, create_graph: bool) -> list:
+    """Lazy gradient nodes of the walked outputs w.r.t. each wrt node (None where no path exists).
+
+    `walked` is the `schedule.history` of the outputs followed by the seeds. The backward graph of
+    a structure seen before is rebuilt from its `Derivation` (no Graph, no vjp rule run)."""
+    positions = walked.position_of
+    wrt_positions = tuple(positions.get(id(n)) for n in wrt_nodes)
+    key = (walked.key, len(seed_nodes), wrt_positions)
+    derivation = _derivations.get(key)
+    if derivation is None:
+        derivation = _derivations[key] = Derivation(walked, len(seed_nodes), wrt_positions)
+    for position in derivation.checked:
+        check_unchanged(walked.nodes[position])
     results = []
-    for grad_id, node in zip(wanted, wrt_nodes):
-        if grad_id is None:
-            results.append(None)
-            continue
-        value = next(lazy)
-        if not create_graph or not value.requires_grad:
+    for value in derivation.instantiate(walked.nodes):
+        if value is not None and (not create_graph or not value.requires_grad):
             value = _detached(value)
         results.append(value)
     return results
 
 
-def _check_saved_values(graph, grad_ids, node_of) -> None:
-    """Raise now (as PyTorch does at backward) if a value the gradients read was modified in place."""
-    needed, stack = set(grad_ids), list(grad_ids)   # one walk up from all gradients together
+_derivations: dict = {}   # (history key, seeds, wrt positions) -> Derivation
+
+
+class Derivation:
+    """The backward graph of one forward structure, as instructions over the forward positions:
+    the autodiff pass runs once per structure, and later backward() calls only make lazy nodes."""
+
+    def __init__(self, walked, seed_count: int, wrt_positions):
+        build = walked.build()
+        graph = build.graph
+        count = len(walked.key[1]) - seed_count
+        graph.output(*walked.key[1])
+        reachable = [p for p in wrt_positions if p is not None]
+        grad_ids = autodiff(graph, graph.outputs[:count], graph.outputs[count:], reachable)
+        by_wrt = dict(zip(reachable, grad_ids))
+        wanted = [by_wrt.get(p) if p is not None else None for p in wrt_positions]
+        needed = _ancestors(graph, [g for g in wanted if g is not None])
+        forward = len(walked.nodes)
+        # values a gradient reads must not have been written in place since (PyTorch checks at
+        # backward): the memory inputs among the ancestors
+        self.checked = [i for i in sorted(needed) if i < forward and walked.nodes[i].op == "input"]
+        # backward nodes say which forward line they differentiate: keep that tie by position
+        location_of = {f"{node.where or '<graphc>'} (backward of {node.op})": position
+                       for position, node in enumerate(walked.nodes)}
+        slot_of = {i: i for i in range(forward)}
+        self.steps = []   # (op, input slots, shape, dtype, attrs, where or forward position)
+        for node_id in graph.topo_order():
+            if node_id < forward or node_id not in needed:
+                continue
+            node = graph.node(node_id)
+            slot_of[node_id] = forward + len(self.steps)
+            line = location_of.get(node.where, node.where)
+            self.steps.append((node.op, tuple(slot_of[i] for i in node.inputs), node.shape,
+                               node.dtype, node.attrs, line))
+        self.results = [slot_of[g] if g is not None else None for g in wanted]
+
+    def instantiate(self, forward_nodes) -> list:
+        values = list(forward_nodes)
+        for op, inputs, shape, dtype, attrs, line in self.steps:
+            operands = tuple(values[i] for i in inputs)
+            if type(line) is int:
+                source = values[line]
+                line = f"{source.where or '<graphc>'} (backward of {source.op})"
+            values.append(LazyNode(op, operands, shape, dtype, attrs, line,
+                                   any(o.requires_grad for o in operands)))
+        return [values[r] if r is not None else None for r in self.results]
+
+
+def _ancestors(graph, node_ids) -> set:
+    needed, stack = set(node_ids), list(node_ids)
     predecessors = graph.nx.pred
     while stack:
         for parent in predecessors[stack.pop()]:
             if parent not in needed:
                 needed.add(parent)
                 stack.append(parent)
-    for node_id in sorted(needed):
-        lazy = node_of.get(node_id)
-        if lazy is not None and graph.node(node_id).op == "input":
-            check_unchanged(lazy)
+    return needed
 
 
 def _detached(value: LazyNode) -> LazyNode:
     """A node with the same value and no gradient history (fresh, so storages never share it)."""
     return LazyNode("reshape", (value,), value.shape, value.dtype, {"shape": tuple(value.shape)},
                     value.where, False)
-
-
-def _history(outputs) -> tuple:
-    """(leaf nodes the outputs depend on, plus retain_grad nodes; the nodes backward goes through)."""
-    seen, found, through, stack = set(), [], [], [o._node for o in outputs]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen or not node.requires_grad:
-            continue
-        seen.add(id(node))
-        if node.leaf is not None:
-            found.append(node)
-        if node.op != "input":
-            through.append(node)
-            stack.extend(node.inputs)
-    return found, through
 
 
 # PyTorch's backward nodes that keep no tensors, so a second backward through them is allowed
@@ -168,15 +193,16 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     from graphc.tensor import Tensor
     outputs = _as_list(tensors)
     seeds = _seeds(outputs, grad_tensors, "backward")
-    leaves, through = _history(outputs)
-    _check_not_freed(through, "backward")
+    walked = history([o._node for o in outputs] + seeds)
+    _check_not_freed(walked.through, "backward")
     if inputs is not None:
         leaves = [t._node for t in _as_list(inputs)]
         targets = [t for t in _as_list(inputs)]
     else:
+        leaves = walked.grad_leaves
         targets = [node.leaf() for node in leaves]
-    grads = derive([o._node for o in outputs], seeds, leaves, create_graph)
-    _free(through, retain_graph, create_graph)
+    grads = derive(walked, seeds, leaves, create_graph)
+    _free(walked.through, retain_graph, create_graph)
     context = _trace_context()
     if context is not None:
         context.backward_calls += 1
@@ -192,8 +218,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
 def _trace_context():
     """The graphc.compile trace this thread is recording, if any: it wants to know which leaves
     backward() gave gradients to, and whether any backward ran at all."""
-    from graphc.compile import tracer
-    return tracer.active()
+    return capture.active()
 
 
 def _accumulate(target, grad, create_graph):
@@ -221,10 +246,10 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     context = _trace_context()
     if context is not None:
         context.backward_calls += 1
-    _, through = _history(outputs)
-    _check_not_freed(through, "autograd.grad")
-    grads = derive([o._node for o in outputs], seeds, [t._node for t in input_list], create_graph)
-    _free(through, retain_graph, create_graph)
+    walked = history([o._node for o in outputs] + seeds)
+    _check_not_freed(walked.through, "autograd.grad")
+    grads = derive(walked, seeds, [t._node for t in input_list], create_graph)
+    _free(walked.through, retain_graph, create_graph)
     results = []
     for number, (tensor, value) in enumerate(zip(input_list, grads)):
         if value is None:

@@ -209,6 +209,10 @@ class CompiledGraph(CallLocations):
         # output arrays of earlier calls, reused once nobody else holds them (a fresh large array
         # costs page faults on first touch, often more than the arithmetic that fills it)
         self._spare_outputs = [[] for _ in self.layout.outputs]
+        # results as (kind, position): an input's position among input_names, or an output's
+        position_of = {name: k for k, name in enumerate(self.layout.input_names)}
+        self._results = [("input", position_of[key]) if kind == "input" else (kind, key)
+                         for kind, key in self.layout.results]
 
     def kernel_seconds(self) -> list:
         """Seconds spent in each kernel over all calls so far (programs built with GRAPHC_PROFILE=1)."""
@@ -256,6 +260,18 @@ class CompiledGraph(CallLocations):
             check.run_checked(self, inputs, outputs, compare, nan)
         else:
             self.program(inputs + outputs + [self.arena])
+
+    @property
+    def input_names(self) -> list:
+        return self.layout.input_names
+
+    def call_inputs(self, arrays) -> list:
+        """Run with the inputs in `input_names` order (the lazy core's cached realize)."""
+        inputs = [array if array.flags.c_contiguous else np.require(array, requirements="C")
+                  for array in arrays]
+        outputs = [self._output_array(k) for k in range(len(self.layout.outputs))]
+        self.run_arrays(inputs, outputs)
+        return [inputs[key] if kind == "input" else outputs[key] for kind, key in self._results]
 
     def __call__(self, bindings, out: dict | None = None) -> list:
         """Run with placeholders bound by name. `out` maps output positions (in the distinct

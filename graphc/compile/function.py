@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graphc import backend as backend_module
-from graphc import lazy
+from graphc import lazy, realize
 from graphc.compile import guards as guard_module
 from graphc.compile.tracer import TraceContext, TraceError
 from graphc.errors import RetraceError, op_error
-from graphc.lazy import Storage, build_graph, strided_view
+from graphc.lazy import Storage, strided_view
+from graphc.schedule import build_graph
 from graphc.size import CPU
 from graphc.tensor import Tensor
 
@@ -62,7 +63,7 @@ class Locator:
         else:
             storage = self.owner
         if storage.array is None:
-            lazy.realize_storages([storage])
+            realize.realize_storages([storage])
         return storage
 
     def current_tensor(self):
@@ -331,7 +332,7 @@ class CompiledFunction:
 
     def _trace_and_run(self, args, kwargs, captured, guards, reason):
         modules, optimizers = captured.modules, captured.optimizers  # noqa: F841 (graphc dump reads `modules`)
-        lazy.realize_all_pending()           # everything the trace reads exists in memory
+        realize.realize_all_pending()           # everything the trace reads exists in memory
         started = time.perf_counter()
         arguments = tensor_arguments(args, kwargs)
         for argument in arguments:
@@ -423,7 +424,7 @@ class CompiledFunction:
             node = build.graph.node(node_id)
             if node.op != "input" or lazy_node.buffer is None:
                 continue
-            storage, shape, strides, offset, _ = lazy_node.buffer
+            storage, shape, strides, offset = lazy_node.buffer[:4]
             layout = (shape, strides, offset)
             if id(storage) in scalar_index:
                 sources[node.name] = ("scalar", scalar_index[id(storage)])
@@ -480,7 +481,7 @@ class CompiledFunction:
         traced lazy tensors (with their autograd history), its in-place writes are computed and
         stored now. Later calls under the same guards run the function uncompiled."""
         written = list(context.written.items())
-        values = lazy.realize_all_pending(extra=[node for _, (node, *_) in written])
+        values = realize.realize_all_pending(extra=[node for _, (node, *_) in written])
         for (storage, (_, shape, strides, offset)), value in zip(written, values):
             _copy_into(strided_view(storage, shape, strides, offset), value, storage.device,
                        storage.device)
@@ -941,7 +942,7 @@ def trace_graph(function, args, kwargs):
     """Trace without running: the graph, with the caller's state left as it was."""
     with lazy.ENGINE_LOCK:
         captured = guard_module.discover(function, args, kwargs)
-        lazy.realize_all_pending()
+        realize.realize_all_pending()
         snapshot = _snapshot(captured, tensor_arguments(args, kwargs))
         compiled = CompiledFunction(function)
         compiled._graph_only = True

@@ -7,32 +7,15 @@ the function's results plus every storage written or created during the trace th
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
-from graphc.errors import GraphcError
-from graphc.lazy import LazyNode, Storage, buffer_node, make_node
+from graphc import capture
+from graphc.errors import TraceError  # noqa: F401  (graphc.compile.TraceError, where users find it)
+from graphc.lazy import LazyNode, make_node
 from graphc.source_location import user_location
 
-class _ActiveTraces(threading.local):
-    """The trace contexts of this thread, innermost last: a trace in one thread never records
-    another thread's ops."""
-
-    def __init__(self):
-        self.stack = []
-
-
-_active = _ActiveTraces()
-
-
-class TraceError(GraphcError):
-    """A traced function needed a value that only exists when the graph runs."""
-
-
 def active() -> "TraceContext | None":
-    stack = _active.stack
-    return stack[-1] if stack else None
+    return capture.active()
 
 
 class TraceContext:
@@ -46,11 +29,11 @@ class TraceContext:
         self.grad_targets: list = []   # the leaves backward() wrote a .grad to
 
     def __enter__(self):
-        _active.stack.append(self)
+        capture.push(self)
         return self
 
     def __exit__(self, *exc):
-        _active.stack.remove(self)
+        capture.pop(self)
         return False
 
     # ---- hooks called by the front end --------------------------------------------------------
