@@ -1,4 +1,4 @@
-"""What machine the numbers come from, and one thread count for every BLAS pool in the process."""
+"""What machine the numbers come from, the thread settings children inherit, and NumPy's BLAS thread count."""
 from __future__ import annotations
 
 import ctypes
@@ -32,21 +32,30 @@ def load_average() -> str:
         return "?"
 
 
-def describe(threads: int, torch_version: str | None) -> dict:
+def describe(threads: str, versions: dict) -> dict:
+    """The machine and the software measured; `threads` says how threads were set, `versions`
+    maps a framework's name to its version (as the child processes reported them)."""
     import numpy
     return {
         "cpu": cpu_model(), "cores": core_count(), "threads": threads,
         "python": platform.python_version(), "numpy": numpy.__version__,
-        "torch": torch_version or "not installed", "platform": platform.platform(),
+        "versions": dict(versions), "platform": platform.platform(),
         "load_average_at_start": load_average(),
     }
 
 
 def machine_line(machine: dict) -> str:
-    return (f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['threads']} threads; "
-            f"Python {machine['python']}, NumPy {machine['numpy']}, torch {machine['torch']}; "
+    versions = "".join(f", {name} {version}" for name, version in machine["versions"].items())
+    return (f"Machine: {machine['cpu']}, {machine['cores']} cores; threads: {machine['threads']}; "
+            f"Python {machine['python']}, NumPy {machine['numpy']}{versions}; "
             f"load average {machine['load_average_at_start']} at start, "
             f"{machine.get('load_average_at_end', '?')} at end")
+
+
+def thread_environment() -> dict:
+    """The variables that set thread pools, as this process's children inherit them."""
+    prefixes = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "GRAPHC_NUM_THREADS", "XLA_FLAGS")
+    return {name: value for name, value in sorted(os.environ.items()) if name.startswith(prefixes)}
 
 
 def set_numpy_threads(count: int) -> bool:

@@ -1,36 +1,59 @@
-"""The workloads, in the order they run and appear in the table; `--only` selects by id."""
+"""The workloads, in the order they run and appear in the table; `--only` selects by id.
+
+Each workload names the systems it has a version for; the parent runs one child process per
+(system, workload, thread setting, round). `reference` is the child that measures what no
+framework runs (roofs, NumPy at a row's shape). A workload with `own_processes` starts its own
+processes (compile latency with an empty cache, checkpoint loads) and runs once, in the parent.
+`both_thread_settings`: without --threads, measured at 1 thread and at each system's default.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
+from benchmarks.systems import REFERENCE
 from benchmarks.workloads import (axpb, checkpoint_load, compile_latency, compile_scaling, fused_elementwise, lenet,
                                   linear_regression, matmul, mlp, roofs, softmax)
+
+PYTORCH_API = ("compiled", "lazy", "torch")
+WITH_JAX = PYTORCH_API + ("jax",)
+LAZY_AND_TORCH = ("lazy", "torch")
 
 
 @dataclass(frozen=True)
 class Workload:
     id: str
     description: str
-    run: Callable     # Context -> list[Row]
+    run: Callable                    # Context -> list[Row]
+    systems: tuple = PYTORCH_API     # the keys it has a version for (REFERENCE: the NumPy child)
+    own_processes: bool = False
+    both_thread_settings: bool = False
 
 
 WORKLOADS = (
-    Workload("W1", "mlp train step", mlp.run),
-    Workload(compile_latency.ID, "W1 compile latency, cold and warm cache (new processes)", compile_latency.run),
+    Workload("W1", "mlp train step", mlp.run, WITH_JAX),
+    Workload(compile_latency.ID, "W1 compile latency, cold and warm cache (new processes)", compile_latency.run,
+             ("compiled",), own_processes=True),
     Workload("W2", "LeNet-5 train step", lenet.run),
-    Workload("W3", "fused tanh/sigmoid elementwise forward", fused_elementwise.run),
+    Workload("W3", "fused tanh/sigmoid elementwise forward", fused_elementwise.run, WITH_JAX),
     Workload("W3b", "x*a + b forward", axpb.run),
-    Workload("W4", "row softmax forward", softmax.run),
-    Workload("W5", "linear regression step", linear_regression.run),
-    Workload("R1", "copy bandwidth roof", roofs.copy_roof),
-    Workload("R2", "NumPy GEMM roof", roofs.gemm_roof),
-    Workload(matmul.ID, "graphc matmul at 2048³ and W1's layer shapes", matmul.run),
+    Workload("W4", "row softmax forward", softmax.run, WITH_JAX),
+    Workload("W5", "linear regression step", linear_regression.run, WITH_JAX),
+    Workload("R1", "copy bandwidth roof", roofs.copy_roof, (REFERENCE,)),
+    Workload("R2", "NumPy GEMM roof", roofs.gemm_roof, (REFERENCE,)),
+    Workload(matmul.ID, "graphc matmul at 2048³ and W1's layer shapes", matmul.run, (REFERENCE,) + PYTORCH_API),
     Workload(checkpoint_load.ID, "load a 1 GiB checkpoint: graphc.load vs torch.load (new processes)",
-             checkpoint_load.run),
+             checkpoint_load.run, ("compiled", "torch"), own_processes=True),
     Workload(compile_scaling.ID, "cold compile time against depth: MLPs of 5-100 layers, a ResNet-18-deep conv net "
-                                 "(new processes)", compile_scaling.run),
+                                 "(new processes)", compile_scaling.run, ("compiled",), own_processes=True),
 )
+
+
+def find(workload_id: str) -> Workload:
+    for workload in WORKLOADS:
+        if workload.id.lower() == workload_id.lower():
+            return workload
+    raise ValueError(f"unknown workload {workload_id!r}; choose from {', '.join(w.id for w in WORKLOADS)}")
 
 
 def select(ids: list[str] | None) -> list[Workload]:

@@ -17,12 +17,23 @@ from benchmarks.timing import Unit, measure_calls, scaled
 
 @dataclass
 class Context:
-    """How this run measures: the systems, threads, the --quick/--scale factor, the seed."""
+    """How this run measures: the systems, threads, the --quick/--scale factor, the seed.
+
+    In a child process `systems` is the one system it measures (none in the reference child) and
+    `references` says whether to measure what no framework runs (roofs, NumPy at a row's shape).
+    `threads` is None where every system keeps its own default."""
     systems: list
-    threads: int
+    threads: int | None = None
     scale: float = 1.0
     seed: int = 0
     log: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr, flush=True))
+    references: bool = True
+
+    @property
+    def thread_count(self) -> int:
+        """`threads`, or all cores available to this process where it is None."""
+        from benchmarks.machine import core_count
+        return self.threads or core_count()
 
     def counts(self, warmup: int, counted: int) -> tuple[int, int]:
         """(warm-up, counted) calls after scaling. Three warm-up calls at least: a compiled train
@@ -30,12 +41,17 @@ class Context:
         return scaled(warmup, self.scale, 3), scaled(counted, self.scale, 3)
 
 
-def measure_each_system(context: Context, row: Row, measure: Callable[[System], Result]) -> Row:
-    """Fill `row.results` with `measure(system)` for every system; a failure is recorded, not raised."""
+def measure_each_system(context: Context, row: Row, measure: Callable[[System], Result],
+                        jax: Callable[[System], Result] | None = None) -> Row:
+    """Fill `row.results` with `measure(system)` for every system (`jax(system)` for JAX, which
+    has no PyTorch API; a row without it has no JAX column); a failure is recorded, not raised."""
     for system in context.systems:
+        how = jax if system.key == "jax" else measure
+        if how is None:
+            continue
         context.log(f"  {row.id} {row.title}: {system.label}")
         try:
-            row.results[system.key] = measure(system)
+            row.results[system.key] = how(system)
         except Exception as error:  # noqa: BLE001  (report every failure, keep measuring)
             row.results[system.key] = Result(error=f"{type(error).__name__}: {error}".splitlines()[0][:300])
             row.failures.append((system.key, traceback.format_exc()))
@@ -155,7 +171,7 @@ def measure_forward(system: System, function: Callable, arrays: list, unit: Unit
         system.realize(output)
         last["output"] = output
 
-    with framework.no_grad():
+    with system.no_grad():
         timing = measure_calls(call, lambda index: inputs, warmup, counted, system.one_time_work(runner))
         check = float(np.mean(system.to_numpy(last["output"]), dtype=np.float64))
     return Result.from_timing(unit, timing, check=check, startup_note=system.startup_note(runner))

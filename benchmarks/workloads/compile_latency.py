@@ -47,7 +47,7 @@ def run(context: Context) -> list[Row]:
             row = Row(f"W1-{kind}", f"W1 compile latency, {kind} cache", seconds(), target=targets[kind])
             context.log(f"  {row.id} {row.title}: graphc compiled (new process)")
             try:
-                outcome = run_child(cache, context.threads, context.seed)
+                outcome = run_child(cache, context.thread_count, context.seed)
             except Exception as error:  # noqa: BLE001
                 import traceback
                 row.results["compiled"] = Result(error=f"{type(error).__name__}: {error}".splitlines()[0])

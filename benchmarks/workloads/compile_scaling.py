@@ -115,7 +115,7 @@ def run(context: Context) -> list[Row]:
         row = Row(f"{ID}-{key}", f"cold compile, {title}", seconds(), target=TARGETS.get(key))
         context.log(f"  {row.id} {row.title}: graphc compiled (new process, empty cache)")
         try:
-            outcome = run_child(arguments, context.threads, context.seed)
+            outcome = run_child(arguments, context.thread_count, context.seed)
         except Exception as error:  # noqa: BLE001
             import traceback
             row.results["compiled"] = Result(error=f"{type(error).__name__}: {error}".splitlines()[0])

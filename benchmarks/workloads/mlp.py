@@ -1,8 +1,9 @@
 """W1: train step of a 784→512→256→10 ReLU MLP, cross-entropy, SGD with momentum, batch 128."""
 from __future__ import annotations
 
-from benchmarks.report import Row, Target
+from benchmarks.report import DerivedReference, Row, Target
 from benchmarks.timing import milliseconds_per_step
+from benchmarks.workloads import jax_steps
 from benchmarks.workloads.common import (Context, TrainingSetup, classification_batches, measure_each_system,
                                          measure_training)
 
@@ -16,6 +17,19 @@ WARMUP, COUNTED = 20, 200
 def build_model(framework):
     nn = framework.nn
     return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+# the PyTorch model's named_parameters(), in order (Sequential numbers its modules; ReLUs have none)
+PARAMETER_SHAPES = {name: shape for index, (inputs, outputs) in zip((0, 2, 4), LAYERS)
+                    for name, shape in ((f"{index}.weight", (outputs, inputs)), (f"{index}.bias", (outputs,)))}
+
+
+def jax_loss(parameters, inputs, labels):
+    """The same model and loss for JAX: relu(linear) twice, linear, mean cross-entropy."""
+    import jax
+    hidden = jax.nn.relu(jax_steps.linear(parameters, "0", inputs))
+    hidden = jax.nn.relu(jax_steps.linear(parameters, "2", hidden))
+    return jax_steps.cross_entropy(jax_steps.linear(parameters, "4", hidden), labels)
 
 
 def step_flops(batch: int = BATCH) -> float:
@@ -37,7 +51,9 @@ def run(context: Context) -> list[Row]:
     flops = step_flops()
     row = Row(ID, f"mlp train step, batch {BATCH}", milliseconds_per_step(),
               reference_label="GEMM floor at R2",
-              reference_from=("R2", lambda gigaflops: flops / (gigaflops * 1e9) * 1e3),
+              reference_from=DerivedReference("R2", work=flops),
               target=Target("≤ 0.8× PyTorch eager", 0.8, "torch", at_most=True), check_label="final loss")
-    return [measure_each_system(context, row,
-                                lambda system: measure_training(system, setup, row.unit, warmup, counted))]
+    return [measure_each_system(
+        context, row, lambda system: measure_training(system, setup, row.unit, warmup, counted),
+        jax=lambda system: jax_steps.measure_training(system, setup, PARAMETER_SHAPES, jax_loss, row.unit,
+                                                      warmup, counted))]

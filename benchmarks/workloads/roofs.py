@@ -26,14 +26,14 @@ def copy_roof(context: Context) -> list[Row]:
     single = Result.from_timing(unit, measure_calls(lambda: np.copyto(destination, source), lambda i: (),
                                                     warmup, counted))
     candidates = {"numpy.copyto": single}
-    if context.threads > 1:
-        bounds = np.linspace(0, COPY_ELEMENTS, context.threads + 1).astype(int)
+    if context.thread_count > 1:
+        bounds = np.linspace(0, COPY_ELEMENTS, context.thread_count + 1).astype(int)
         pieces = [(destination[lo:hi], source[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
-        with ThreadPoolExecutor(max_workers=context.threads) as pool:
+        with ThreadPoolExecutor(max_workers=context.thread_count) as pool:
             def threaded_copy():   # NumPy releases the GIL while copying
                 for future in [pool.submit(np.copyto, out, piece) for out, piece in pieces]:
                     future.result()
-            candidates[f"{context.threads}-thread copy"] = Result.from_timing(
+            candidates[f"{context.thread_count}-thread copy"] = Result.from_timing(
                 unit, measure_calls(threaded_copy, lambda i: (), warmup, counted))
     best = max(candidates, key=lambda name: candidates[name].value or 0.0)
     row.reference = candidates[best]
