@@ -37,20 +37,39 @@ def child(system: str, workload: str) -> dict:
 
 
 def test_a_graphc_child_imports_no_torch():
-    outcome = child("lazy", "W5")
+    outcome = child("lazy", "F1")
     assert outcome["frameworks_loaded"] == ["graphc"]
-    (row,) = outcome["rows"]
-    result = row["results"]["lazy"]
-    assert result["error"] is None and result["calls"] == 3 and math.isfinite(result["check"])
+    rows = {row["id"]: row for row in outcome["rows"]}
+    assert set(rows) == {"F1-op", "F1-realize"}
+    recording = rows["F1-op"]["results"]["lazy"]
+    assert recording["error"] is None and recording["counters"]["native calls while recording"] == 0
+    realize = rows["F1-realize"]["results"]["lazy"]
+    assert realize["error"] is None and realize["check"] == 16.0
+    assert realize["counters"]["native calls per realize"] >= 1
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 def test_a_torch_child_imports_no_graphc():
-    outcome = child("torch", "W5")
+    outcome = child("torch", "E2")
     assert outcome["frameworks_loaded"] == ["torch"]
     (row,) = outcome["rows"]
     result = row["results"]["torch"]
     assert result["error"] is None and result["calls"] == 3 and math.isfinite(result["check"])
+    assert result["counters"] == {}
+
+
+def test_the_eager_loops_are_one_code_for_both_frameworks():
+    """Each loop is a function of the framework module, run as written on graphc here (the torch
+    child runs the same function); graphc's native calls per step are counted."""
+    import graphc
+    from benchmarks.systems import GraphcLazy
+    from benchmarks.workloads import eager_loops
+    system = GraphcLazy(graphc)
+    for loop_id in ("E1", "E2"):
+        _, loop, _ = eager_loops.LOOPS[loop_id]
+        result = eager_loops.measure_loop(system, loop, seed=0, warmup=3, counted=3)
+        assert result.error is None and result.calls == 3 and math.isfinite(result.check)
+        assert result.counters[eager_loops.NATIVE_CALLS] >= 1
 
 
 def test_the_parent_imports_no_framework_and_merges_rounds(tmp_path):

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from benchmarks.systems import REFERENCE
-from benchmarks.workloads import (axpb, checkpoint_load, compile_latency, compile_scaling, fused_elementwise, lenet,
-                                  linear_regression, matmul, mlp, roofs, softmax)
+from benchmarks.workloads import (axpb, checkpoint_load, compile_latency, compile_scaling, eager_loops, frontend,
+                                  fused_elementwise, lenet, linear_regression, matmul, mlp, roofs, softmax)
 
 PYTORCH_API = ("compiled", "lazy", "torch")
 WITH_JAX = PYTORCH_API + ("jax",)
@@ -30,6 +30,10 @@ class Workload:
     both_thread_settings: bool = False
 
 
+def _eager(loop_id: str, description: str) -> Workload:
+    return Workload(loop_id, description, eager_loops.runner(loop_id), LAZY_AND_TORCH, both_thread_settings=True)
+
+
 WORKLOADS = (
     Workload("W1", "mlp train step", mlp.run, WITH_JAX),
     Workload(compile_latency.ID, "W1 compile latency, cold and warm cache (new processes)", compile_latency.run,
@@ -39,6 +43,13 @@ WORKLOADS = (
     Workload("W3b", "x*a + b forward", axpb.run),
     Workload("W4", "row softmax forward", softmax.run, WITH_JAX),
     Workload("W5", "linear regression step", linear_regression.run, WITH_JAX),
+    _eager("E1", "eager loop: linear regression"),
+    _eager("E2", "eager loop: scalar weight, w.data by hand"),
+    _eager("E3", "eager loop: tutorial LeNet, batch 1"),
+    _eager("E4", "eager loop: tutorial LeNet, batch 64"),
+    _eager("E5", "eager loop: W1's MLP fed by a DataLoader"),
+    Workload(frontend.ID, "lazy front end: µs per recorded op and per cached realize", frontend.run,
+             LAZY_AND_TORCH),
     Workload("R1", "copy bandwidth roof", roofs.copy_roof, (REFERENCE,)),
     Workload("R2", "NumPy GEMM roof", roofs.gemm_roof, (REFERENCE,)),
     Workload(matmul.ID, "graphc matmul at 2048³ and W1's layer shapes", matmul.run, (REFERENCE,) + PYTORCH_API),
