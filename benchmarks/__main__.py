@@ -234,6 +234,7 @@ def main(argv=None) -> int:
         print(f"python -m benchmarks: error: {error}", file=sys.stderr)
         return 2
     available = [key for key in requested if key not in missing]
+    load_at_start = machine_module.load_average()
 
     rows, children = [], []
     for workload in workloads:
@@ -255,6 +256,7 @@ def main(argv=None) -> int:
         if child["version"]:
             versions.setdefault(FRAMEWORK_MODULES[child["system"]], child["version"])
     machine = machine_module.describe(thread_text(args.threads, children), versions)
+    machine["load_average_at_start"] = load_at_start
     machine["load_average_at_end"] = machine_module.load_average()
     machine["parent_frameworks_loaded"] = [name for name in ("graphc", "torch", "jax") if name in sys.modules]
     header = header_lines(args, argv, machine, rounds, scale, missing, children)
