@@ -51,7 +51,10 @@ def run(work) -> list:
     if type(work) is Schedule:
         program.current_graph = work   # errors name this call's lines, not the first compile's
         arrays = work.arrays
-        return program.call_inputs([arrays[k] for k in order])
+        try:
+            return program.call_inputs([arrays[k] for k in order])
+        finally:
+            program.current_graph = None   # let this call's nodes go
     program.current_graph = work.graph
     return program(work.bindings)
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from graphc import capture
-from graphc import dtypes
+from graphc import dtypes, philox
 from graphc.autograd.grad_mode import is_grad_enabled
 from graphc.lazy import LazyNode, make_node
 from graphc.size import CPU, device as Device
@@ -349,6 +349,12 @@ def randint_like(input, low, high=None, dtype=None, device=None) -> Tensor:
 
 def randperm(n, *, generator=None, dtype=None, device=None) -> Tensor:
     device = _device(device)
-    keys = rand(n, generator=generator, dtype=dtypes.float64, device=device)
-    order = np.argsort(np.asarray(keys._value()), kind="stable")
+    if capture.active() is None:
+        # the same Philox uniforms `rand(n)` computes, drawn on the host: a sampler's permutation
+        # per epoch costs no native call of its own
+        seed, offset = (int(v) for v in (generator or default_generator).next_key(n)._value())
+        keys = philox.uniform(seed, offset, n, 0).astype(np.float64)
+    else:
+        keys = np.asarray(rand(n, generator=generator, dtype=dtypes.float64, device=device)._value())
+    order = np.argsort(keys, kind="stable")
     return _leaf(order.astype((dtypes.as_dtype(dtype) if dtype else dtypes.int64).numpy), device)

@@ -1,8 +1,12 @@
-"""In-place ops: compute the new value, then write it into the tensor's storage.
+"""In-place ops: a write makes a new version of the tensor's storage.
 
-A write first computes every pending value (so nothing pending reads memory after it changes),
-then copies into the NumPy view and bumps the storage's version (which is how a graph that needed
-the old value finds out: PyTorch's "modified by an inplace operation").
+Most writes (`p.add_`, momentum buffers, `grad.zero_()`, `copy_` into a whole tensor) stay lazy:
+the storage's value becomes the written node and is computed at the next barrier in the same
+native call as everything else pending; values read before the write keep reading the memory
+they read. A write into part of a storage, into memory NumPy shares or on a GPU is done at once:
+it first computes every pending value (so nothing pending reads memory after it changes), then
+copies into the view. Either way the storage's version goes up, which is how a gradient that
+needed the old value finds out (PyTorch's "modified by an inplace operation").
 """
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ import numpy as np
 from graphc import capture
 from graphc.autograd.grad_mode import is_grad_enabled
 from graphc.errors import GraphcError, ShapeError, op_error
-from graphc.lazy import LazyNode, Storage, strided_view
+from graphc.lazy import mark_pending, strided_view
 from graphc.source_location import user_location
-from graphc.tensor import Tensor, realize_pending
+from graphc.tensor import Tensor, _exposed, realize_pending
 from graphc import tensor_ops
 
 
@@ -70,12 +74,16 @@ def write(target: Tensor, value, where: str, op: str, result_of_op: bool = False
             node = tensor_ops.node("reshape", [node], where, shape=target._shape)
         node.requires_grad = True
         rebound = Tensor._from_node(node)
-        target._storage, target._lazy, target._ref = rebound._storage, node, None
+        target._storage, target._lazy, target._version, target._ref = rebound._storage, node, 0, None
         target._requires_grad, target._is_leaf = True, False
         return target
     context = capture.active()
     if context is not None:
         return context.write(target, node, op, where)
+    if _stays_lazy(target):
+        if isinstance(value, Tensor) and node is value._node:   # a storage's value is its own node
+            node = tensor_ops.node("reshape", [node], where, shape=target._shape)
+        return _write_lazily(target, node)
     device = target._storage.device
     [result] = realize_pending([node], device)
     view = strided_view(target._storage, target._shape, target._strides, target._offset)
@@ -86,6 +94,32 @@ def write(target: Tensor, value, where: str, op: str, result_of_op: bool = False
         xp = devices.arrays_for(device).xp
         xp.copyto(view, xp.asarray(result, dtype=target.dtype.numpy))
     target._storage.version += 1
+    return target
+
+
+def _stays_lazy(target: Tensor) -> bool:
+    """Whether a write into `target` can be a new version of its storage, computed at the next
+    barrier with everything else pending: the target is the whole storage, on the CPU, in memory
+    NumPy does not share (NumPy would see the write late), and no gradient history reads the
+    storage's pending value (a tensor computed with grad keeps reading what it computed)."""
+    storage = target._storage
+    if storage.device.type != "cpu" or storage in _exposed or not _owns_storage(target):
+        return False
+    if target._lazy is not None and target._lazy.requires_grad:
+        return False
+    return storage.array is not None or not storage.lazy_node.requires_grad
+
+
+def _write_lazily(target: Tensor, node) -> Tensor:
+    """The storage's value becomes `node` (target's shape and dtype); reads made before keep the
+    memory they read (see graphc.schedule), reads after see the new value."""
+    storage = target._storage
+    storage.version += 1
+    storage.lazy_node = node
+    if storage.array is not None:
+        storage.array = None
+        mark_pending(storage)
+    target._lazy, target._version, target._ref = node, storage.version, None
     return target
 
 

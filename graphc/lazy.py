@@ -101,6 +101,17 @@ if hasattr(os, "register_at_fork"):
                         after_in_child=_reset_after_fork)
 
 
+# tensors made since the last realize: the Tensor API computes everything pending when this passes
+# RECORD_LIMIT, so a loop that never reads a value (`total += loss` and no print) stays bounded
+recorded = [0]
+RECORD_LIMIT = 10_000
+
+
+def mark_pending(storage: Storage) -> None:
+    """`storage` now waits for its `lazy_node` again (an in-place write that stays lazy)."""
+    _pending.add(storage)
+
+
 def pending_storages() -> list:
     """The storages still waiting for a value (a snapshot: other threads may add to the set)."""
     while True:

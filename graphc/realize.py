@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphc import backend, capture, devices
-from graphc.lazy import ENGINE_LOCK, _pending, pending_storages
+from graphc.lazy import ENGINE_LOCK, _pending, pending_storages, recorded
 from graphc.schedule import walk
 from graphc.size import CPU
 
@@ -54,7 +54,15 @@ def realize_all_pending(extra=(), device=None) -> list[np.ndarray]:
         return _realize_all_pending(extra, device)
 
 
+def barrier() -> None:
+    """Compute everything pending (outside a trace, which computes nothing): the end of an
+    optimizer step, and every RECORD_LIMIT recorded values in code that never reads one."""
+    if not capture.tracing():
+        realize_all_pending()
+
+
 def _realize_all_pending(extra, device) -> list:
+    recorded[0] = 0
     storages = sorted(pending_storages(), key=lambda s: s.serial)
     if not storages and not extra:
         return []

@@ -63,12 +63,22 @@ def _check_snapshot(lazy: LazyNode, storage: Storage, version: int, array) -> No
 
 def signature(node: LazyNode) -> int:
     """A small int that is equal for two nodes exactly when their op, shape, dtype and attributes
-    are (computed once per node; floats by repr, so -0.0 and 0.0 differ and NaN equals NaN)."""
+    are (computed once per node; a float attribute by repr, so -0.0 and 0.0 differ and NaN
+    equals NaN)."""
     found = node.signature
     if found is None:
         attrs = node.attrs
-        key = (node.op, node.shape, node.dtype, repr(tuple(attrs.items())) if attrs else None)
-        found = _signatures.get(key)
+        if attrs:
+            items = tuple((name, ("float", repr(value)) if type(value) is float else value)
+                          for name, value in attrs.items())
+        else:
+            items = ()
+        key = (node.op, node.shape, node.dtype, items)
+        try:
+            found = _signatures.get(key)
+        except TypeError:   # an unhashable attribute (a list): its repr stands for it
+            key = (node.op, node.shape, node.dtype, repr(items))
+            found = _signatures.get(key)
         if found is None:
             found = _signatures[key] = len(_signatures)
         node.signature = found

@@ -18,8 +18,8 @@ from graphc import dtypes
 from graphc.autograd.grad_mode import is_grad_enabled
 from graphc.dtypes import DType
 from graphc.errors import GraphcError, ShapeError, op_error
-from graphc.lazy import (LazyNode, Storage, buffer_node, contiguous_strides, make_node,
-                         python_scalar_node, strided_view)
+from graphc.lazy import (RECORD_LIMIT, LazyNode, Storage, _check_version, buffer_node,
+                         contiguous_strides, make_node, python_scalar_node, recorded, strided_view)
 from graphc.realize import realize_all_pending, realize_storages
 from graphc.size import CPU, Size, device
 from graphc.source_location import user_location
@@ -63,7 +63,7 @@ class Tensor:
     # NumPy defers to Tensor's operators (`np.float32(2) * t` is a tensor, not an array)
     __array_priority__ = 1000
 
-    __slots__ = ("_storage", "_shape", "_strides", "_offset", "_lazy", "_ref", "_requires_grad",
+    __slots__ = ("_storage", "_shape", "_strides", "_offset", "_lazy", "_version", "_ref", "_requires_grad",
                  "_is_leaf", "grad", "_retains_grad", "__weakref__")
 
     # ---- construction --------------------------------------------------------------------------
@@ -101,10 +101,14 @@ class Tensor:
             _exposed_read[0] = False
             if not capture.tracing():
                 realize_storages([self._storage])
+        recorded[0] += 1
+        if recorded[0] > RECORD_LIMIT and not capture.tracing():
+            realize_all_pending()
         self._shape = node.shape
         self._strides = contiguous_strides(node.shape)
         self._offset = 0
         self._lazy = node
+        self._version = 0
         self._ref = None
         self._requires_grad = node.requires_grad
         self._is_leaf = not node.requires_grad
@@ -137,6 +141,7 @@ class Tensor:
         self._shape = tuple(array.shape)
         self._offset = 0
         self._lazy = None
+        self._version = 0
         self._ref = None
         self._requires_grad = bool(requires_grad)
         self._is_leaf = True
@@ -161,6 +166,7 @@ class Tensor:
         self._strides = contiguous_strides(array.shape)
         self._offset = 0
         self._lazy = None
+        self._version = 0
         self._ref = None
         self._requires_grad = False
         self._is_leaf = True
@@ -177,6 +183,7 @@ class Tensor:
         view._strides = tuple(strides)
         view._offset = offset
         view._lazy = node
+        view._version = self._storage.version
         view._ref = None
         view._requires_grad = node.requires_grad
         view._is_leaf = not node.requires_grad
@@ -195,11 +202,15 @@ class Tensor:
         elif self._storage in _exposed:
             _exposed_read[0] = True
         lazy = self._lazy
-        if lazy is not None and (lazy.requires_grad or self._storage.array is None):
-            if lazy.requires_grad or not (self._requires_grad and self._is_leaf):
-                return lazy
-            # a leaf that requires grad reads its computed value, so gradients land on it
-            realize_storages([self._storage])
+        storage = self._storage
+        if lazy is not None and (lazy.requires_grad or storage.array is None):
+            if self._version != storage.version:
+                lazy = self._written_since(lazy)
+            if lazy is not None:
+                if lazy.requires_grad or not (self._requires_grad and self._is_leaf):
+                    return lazy
+                # a leaf that requires grad reads its computed value, so gradients land on it
+                realize_storages([storage])
         ref = self._ref
         if ref is None or ref.buffer[4] != self._storage.version:
             ref = buffer_node(self._storage, self._shape, self._strides, self._offset)
@@ -208,6 +219,24 @@ class Tensor:
                 ref.leaf = weakref.ref(self)
             self._ref = ref
         return ref
+
+    def _written_since(self, lazy: LazyNode) -> LazyNode | None:
+        """The node for this tensor's value after its storage was written in place since `lazy`
+        was made (through another tensor sharing the storage); None: read the storage's memory."""
+        storage = self._storage
+        if lazy.requires_grad:   # the gradient history no longer matches the memory: PyTorch's error
+            _check_version(lazy, storage, self._version)
+        if storage.array is not None:
+            return None
+        current = storage.lazy_node
+        if self._offset == 0 and self.is_contiguous() and self.numel() == storage.size:
+            if current.shape != self._shape:
+                current = make_node("reshape", [current], current.where, False, shape=self._shape)
+        else:   # a part of a storage whose new value is pending: compute it, read the memory
+            realize_storages([storage])
+            return None
+        self._lazy, self._version = current, storage.version
+        return current
 
     # ---- properties ----------------------------------------------------------------------------
     @property
@@ -305,6 +334,15 @@ class Tensor:
 
     def __hash__(self) -> int:
         return id(self)
+
+    def __getstate__(self):
+        """Pickling and deepcopy keep the value and the storage it shares with other tensors (one
+        Storage object per pickle), not the lazy graph that computed it."""
+        self._realize()
+        state = {name: getattr(self, name) for name in Tensor.__slots__ if name != "__weakref__"}
+        state["_lazy"], state["_ref"], state["_version"] = None, None, self._storage.version
+        state["_is_leaf"] = True
+        return None, state
 
     # ---- values --------------------------------------------------------------------------------
     def _realize(self) -> None:

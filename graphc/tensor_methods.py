@@ -75,7 +75,7 @@ def detach(self) -> Tensor:
 
 
 def detach_(self) -> Tensor:
-    self._lazy = detach(self)._lazy
+    self._lazy, self._version = detach(self)._lazy, self._storage.version
     self._requires_grad, self._is_leaf, self._ref = False, True, None
     return self
 
@@ -89,6 +89,7 @@ def _set_data(self, other: Tensor) -> None:
     self._storage, self._shape, self._strides, self._offset = (
         other._storage, other._shape, other._strides, other._offset)
     self._lazy = None if other._storage.array is not None else detach(other)._lazy
+    self._version = other._storage.version
     self._ref = None
 
 

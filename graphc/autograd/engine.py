@@ -101,8 +101,9 @@ class Derivation:
         needed = _ancestors(graph, [g for g in wanted if g is not None])
         forward = len(walked.nodes)
         # values a gradient reads must not have been written in place since (PyTorch checks at
-        # backward): the memory inputs among the ancestors
-        self.checked = [i for i in sorted(needed) if i < forward and walked.nodes[i].op == "input"]
+        # backward): the leaves among the ancestors (which of them read memory differs from call
+        # to call of one structure, so each is checked)
+        self.checked = [i for i in sorted(needed) if i < forward and type(walked.entries[i]) is int]
         # backward nodes say which forward line they differentiate: keep that tie by position
         location_of = {f"{node.where or '<graphc>'} (backward of {node.op})": position
                        for position, node in enumerate(walked.nodes)}

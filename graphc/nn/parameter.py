@@ -36,6 +36,7 @@ class Parameter(Tensor):
         self._strides = data._strides
         self._offset = data._offset
         self._lazy = None
+        self._version = 0
         self._ref = None
         self._requires_grad = bool(requires_grad)
         self._is_leaf = True

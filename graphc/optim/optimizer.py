@@ -12,8 +12,15 @@ import warnings
 from collections import defaultdict
 from itertools import chain
 
+from graphc import realize
 from graphc.autograd.grad_mode import enable_grad, no_grad
 from graphc.tensor import Tensor
+
+
+def _barrier() -> None:
+    """The end of a step is a barrier: its writes (and the loss and gradients they came from) run
+    now, in one native call, so a loop that never reads a value keeps a bounded lazy graph."""
+    realize.barrier()
 
 
 class _RequiredParameter:
@@ -53,7 +60,9 @@ class Optimizer:
             def counted(self, *args, **kwargs):
                 self._step_count = getattr(self, "_step_count", 0) + 1
                 self._opt_called = True
-                return step(self, *args, **kwargs)
+                result = step(self, *args, **kwargs)
+                _barrier()
+                return result
             counted._counts_steps = True
             cls.step = counted
 
@@ -137,6 +146,7 @@ class Optimizer:
         with no_grad():
             for group in self.param_groups:
                 self._update_group(group)
+        _barrier()
         return loss
 
     def _update_group(self, group) -> None:

@@ -101,6 +101,12 @@ def gemm_operand(graph: Graph, node_id: int):
     return node.id, transposed, broadcast
 
 
+# a chain of elementwise ops longer than this is cut into several kernels: one expression per
+# element as deep as a lazy loop that never reads (`total += x` ten thousand times) would be
+# rendered recursively and compiled slowly, and gains nothing over a buffer every 64 ops
+MAX_FUSED_DEPTH = 64
+
+
 def fuse(graph: Graph, force_materialize=()) -> FusionPlan:
     """Plan kernels for `graph` (which is not modified)."""
     order = graph.topo_order()
@@ -122,6 +128,7 @@ def fuse(graph: Graph, force_materialize=()) -> FusionPlan:
     materialized: set = set()
     roots_of: dict = {}
     inner_axes: dict = {}
+    depth_of: dict = {}   # how many fused ops lie between a node and its kernel's root
     for node_id in reversed(order):
         node = graph.node(node_id)
         if node.op == "input":
@@ -130,9 +137,10 @@ def fuse(graph: Graph, force_materialize=()) -> FusionPlan:
         roots = set()
         for user in users:
             roots |= roots_of.get(user, set())
+        depth = 1 + max((depth_of.get(user, 0) for user in users), default=0)
         kind = kernel_kind(node.op)
         must = (node_id in outputs or node_id in forced or node_id in needs_memory
-                or kind != "pointwise" and kind != "reduce")
+                or kind != "pointwise" and kind != "reduce" or depth > MAX_FUSED_DEPTH)
         if kind == "reduce" and not must and _row_fusable(graph, node, roots, inner_axes):
             [root] = roots
             inner_axes[root] = len(node.attrs["axes"])
@@ -144,6 +152,7 @@ def fuse(graph: Graph, force_materialize=()) -> FusionPlan:
             roots_of[node_id] = {node_id}
         elif roots:
             roots_of[node_id] = roots
+            depth_of[node_id] = depth
         # a node with no users and not an output is dead: nothing computes it
 
     epilogues = _epilogues(graph, materialized, roots_of, outputs | forced)
