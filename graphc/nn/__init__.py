@@ -8,6 +8,7 @@ from graphc.nn.pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, M
 from graphc.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from graphc.nn.dropout import Dropout
 from graphc.nn.sparse import Embedding
+from graphc.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase
 from graphc.nn.flatten import Flatten, Unflatten
 from graphc.nn.activation import (ELU, GELU, Hardtanh, LeakyReLU, LogSoftmax, ReLU, ReLU6, Sigmoid, SiLU,
                                   Softmax, Softplus, Tanh)
@@ -18,7 +19,8 @@ from graphc.nn import functional, init, utils
 __all__ = [
     "Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict",
     "Identity", "Linear", "Bilinear", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-    "AdaptiveMaxPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Dropout", "Embedding", "Flatten",
+    "AdaptiveMaxPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Dropout", "Embedding", "RNNBase", "RNN",
+    "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell", "Flatten",
     "Unflatten", "ReLU", "ReLU6", "LeakyReLU", "ELU", "Hardtanh", "Sigmoid", "Tanh", "SiLU", "Softplus",
     "GELU", "Softmax", "LogSoftmax", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "NLLLoss",
     "CrossEntropyLoss", "BCELoss", "BCEWithLogitsLoss", "KLDivLoss", "functional", "init", "utils",
