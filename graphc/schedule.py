@@ -148,17 +148,18 @@ class _LeafLine:
 
 def walk(outputs) -> Schedule:
     """Number the nodes under `outputs`, inputs first, and key the structure (see the module)."""
-    position_of: dict = {}      # id(node) -> position
+    position_of: dict = {}      # node -> position (nodes hash by identity)
     leaf_position: dict = {}    # memory (array id, layout) -> position
     nodes, entries, arrays, host_bound = [], [], [], []
     stack = list(reversed(outputs))
+    pop, push = stack.pop, stack.append
     while stack:
         node = stack[-1]
-        if id(node) in position_of:
-            stack.pop()
+        if node in position_of:
+            pop()
             continue
         if node.buffer is not None or node.realized is not None:
-            stack.pop()
+            pop()
             array, memory, storage = _leaf_value(node)
             position = leaf_position.get(memory)
             if position is None:
@@ -167,22 +168,40 @@ def walk(outputs) -> Schedule:
                 entries.append(_leaf_signature(node))
                 arrays.append(array)
                 host_bound.append(storage.device.type == "cpu")
-            position_of[id(node)] = position
+            position_of[node] = position
             continue
         inputs = node.inputs
-        if not inputs and node.op == "input":
-            raise GraphcError(f"internal: input node without a buffer ({node})")
-        missing = [i for i in inputs if id(i) not in position_of]
-        if missing:
-            missing.reverse()
-            stack.extend(missing)
-            continue
-        stack.pop()
-        position_of[id(node)] = len(nodes)
+        # the common arities without building lists: push what is not numbered yet, or emit
+        if len(inputs) == 1:
+            first = position_of.get(inputs[0])
+            if first is None:
+                push(inputs[0])
+                continue
+            operands = (first,)
+        elif len(inputs) == 2:
+            first, second = position_of.get(inputs[0]), position_of.get(inputs[1])
+            if first is None or second is None:
+                if second is None:
+                    push(inputs[1])
+                if first is None:
+                    push(inputs[0])
+                continue
+            operands = (first, second)
+        else:
+            if not inputs and node.op == "input":
+                raise GraphcError(f"internal: input node without a buffer ({node})")
+            missing = [i for i in inputs if i not in position_of]
+            if missing:
+                missing.reverse()
+                stack.extend(missing)
+                continue
+            operands = tuple(position_of[i] for i in inputs)
+        pop()
+        position_of[node] = len(nodes)
         nodes.append(node)
-        entries.append((node.signature if node.signature is not None else signature(node),
-                        *[position_of[id(i)] for i in inputs]))
-    key = (tuple(entries), tuple(position_of[id(o)] for o in outputs))
+        sig = node.signature
+        entries.append((sig if sig is not None else signature(node),) + operands)
+    key = (tuple(entries), tuple(position_of[o] for o in outputs))
     return Schedule(key, nodes, entries, arrays, host_bound)
 
 
@@ -196,7 +215,7 @@ class History:
         self.key = key
         self.nodes = nodes
         self.entries = entries
-        self.position_of = position_of   # id(node) -> position
+        self.position_of = position_of   # node -> position
         self.grad_leaves = grad_leaves   # nodes whose tensors get a .grad (leaves, retain_grad)
         self.through = through           # the computed nodes (backward() frees them)
 
@@ -223,30 +242,30 @@ def history(outputs) -> History:
     stack = list(reversed(outputs))
     while stack:
         node = stack[-1]
-        if id(node) in position_of:
+        if node in position_of:
             stack.pop()
             continue
         if not node.requires_grad or node.op == "input":
             stack.pop()
-            position_of[id(node)] = len(nodes)
+            position_of[node] = len(nodes)
             nodes.append(node)
             entries.append(_leaf_signature(node))
             if node.requires_grad and node.leaf is not None:
                 grad_leaves.append(node)
             continue
         inputs = node.inputs
-        missing = [i for i in inputs if id(i) not in position_of]
+        missing = [i for i in inputs if i not in position_of]
         if missing:
             missing.reverse()
             stack.extend(missing)
             continue
         stack.pop()
-        position_of[id(node)] = len(nodes)
+        position_of[node] = len(nodes)
         nodes.append(node)
         through.append(node)
         if node.leaf is not None:
             grad_leaves.append(node)
         entries.append((node.signature if node.signature is not None else signature(node),
-                        *[position_of[id(i)] for i in inputs]))
-    key = (tuple(entries), tuple(position_of[id(o)] for o in outputs))
+                        *[position_of[i] for i in inputs]))
+    key = (tuple(entries), tuple(position_of[o] for o in outputs))
     return History(key, nodes, entries, position_of, grad_leaves, through)

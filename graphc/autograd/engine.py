@@ -67,7 +67,7 @@ def derive(walked, seed_nodes, wrt_nodes, create_graph: bool) -> list:
     `walked` is the `schedule.history` of the outputs followed by the seeds. The backward graph of
     a structure seen before is rebuilt from its `Derivation` (no Graph, no vjp rule run)."""
     positions = walked.position_of
-    wrt_positions = tuple(positions.get(id(n)) for n in wrt_nodes)
+    wrt_positions = tuple(positions.get(n) for n in wrt_nodes)
     key = (walked.key, len(seed_nodes), wrt_positions)
     derivation = _derivations.get(key)
     if derivation is None:
